@@ -1,0 +1,115 @@
+//! What a container took at create and must give back at delete.
+//!
+//! The record lives in `<root>/<id>/cdirun.json` and pins the config file and `state-dir` the
+//! container was created with, so every later verb uses those, not whatever config is current.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the record inside the container's state dir.
+pub const RECORD_FILE: &str = "cdirun.json";
+
+/// A node-wide resource one container holds. Release must be idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Claim {}
+
+/// The claims one create took, in the order taken (released in reverse).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Claims(pub Vec<Claim>);
+
+impl Claims {
+    pub fn extend(&mut self, other: Claims) {
+        self.0.extend(other.0);
+    }
+
+    /// Gives every claim back, newest first. Idempotent: releasing twice is harmless.
+    pub fn release(&self, _state_dir: &Path) -> Result<(), ClaimError> {
+        // `Claim` has no kinds yet, so there is nothing to give back.
+        match self.0.iter().next_back() {
+            None => Ok(()),
+            Some(claim) => match *claim {},
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("cannot write {path}: {cause}")]
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+}
+
+/// `<root>/<id>/cdirun.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Record {
+    /// The config file used at create; `None` means the embedded defaults.
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub claims: Claims,
+}
+
+impl Record {
+    pub fn save(&self, container_dir: &Path) -> Result<(), ClaimError> {
+        let path = container_dir.join(RECORD_FILE);
+        let tmp = container_dir.join(format!(".{RECORD_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            serde_json::to_writer(&mut file, self)?;
+            file.flush()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|cause| ClaimError::Write { path, cause })
+    }
+
+    /// Loads the record; `Ok(None)` when the container has none (created by another runtime, or
+    /// a create that died before writing it).
+    pub fn load(container_dir: &Path) -> Result<Option<Self>, ClaimError> {
+        let path = container_dir.join(RECORD_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|err| ClaimError::Read {
+                    path,
+                    message: err.to_string(),
+                }),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ClaimError::Read {
+                path,
+                message: err.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = Record {
+            config: Some("/etc/cdirun/config.toml".into()),
+            state_dir: "/run/s".into(),
+            claims: Claims::default(),
+        };
+        record.save(dir.path()).unwrap();
+        assert_eq!(Record::load(dir.path()).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn absent_record_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Record::load(dir.path()).unwrap(), None);
+    }
+}

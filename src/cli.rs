@@ -1,0 +1,69 @@
+//! Command line: liboci-cli's runc-compatible verbs and global flags, plus cdirun's own.
+
+use clap::{Args, Parser, Subcommand};
+use liboci_cli::{CommonCmd, GlobalOpts, StandardCmd};
+
+/// An accelerator-aware, runc-compatible OCI runtime.
+#[derive(Parser, Debug)]
+#[command(name = "cdirun", disable_version_flag = true)]
+pub struct Opts {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+
+    #[command(flatten)]
+    pub cdirun: CdirunOpts,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Global flags runc accepts that liboci-cli's `GlobalOpts` does not carry.
+#[derive(Args, Debug)]
+pub struct CdirunOpts {
+    /// Ignore cgroup permission errors (accepted for runc compatibility; cdirun runs as root).
+    #[arg(long, value_name = "true|false|auto", num_args = 0..=1,
+          default_missing_value = "true", require_equals = false)]
+    pub rootless: Option<String>,
+
+    /// Print the version and exit.
+    #[arg(short = 'v', long)]
+    pub version: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    #[command(flatten)]
+    Standard(Box<StandardCmd>),
+    #[command(flatten)]
+    Common(Box<CommonCmd>),
+    /// Checkpoint a running container (not supported: exits non-zero, which clients read as such).
+    #[command(disable_help_flag = true)]
+    Checkpoint(Unsupported),
+    /// Restore a checkpointed container (not supported).
+    #[command(disable_help_flag = true)]
+    Restore(Unsupported),
+}
+
+/// Arguments of a verb cdirun does not implement; accepted so the error is cdirun's own.
+#[derive(Args, Debug)]
+pub struct Unsupported {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+/// Log output format, as runc names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(format!("invalid log-format {other:?}: use text or json")),
+        }
+    }
+}

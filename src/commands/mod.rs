@@ -1,0 +1,83 @@
+//! One file per verb; each is a short delegation to libcontainer. Helpers they share live here.
+
+pub mod create;
+pub mod delete;
+pub mod events;
+pub mod exec;
+pub mod features;
+pub mod kill;
+pub mod list;
+pub mod pause;
+pub mod ps;
+pub mod resume;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
+pub mod unsupported;
+pub mod update;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use libcgroups::common::{AnyCgroupManager, CgroupConfig};
+use libcontainer::container::Container;
+use libcontainer::container::state::State;
+use nix::sys::wait::WaitStatus;
+
+/// Global flags every verb may need, already validated.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// `--root`: one directory per container, named by its id.
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+/// runc's default `--root` when running as root.
+pub const DEFAULT_ROOT: &str = "/run/cdirun";
+
+impl Globals {
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+}
+
+/// Loads a container's state, with runc's message when there is none.
+pub fn load_container(globals: &Globals, id: &str) -> Result<Container> {
+    let dir = globals.container_dir(id);
+    if !State::file_path(&dir).exists() {
+        bail!("container {id:?} does not exist");
+    }
+    Container::load(dir).with_context(|| format!("cannot load state of container {id:?}"))
+}
+
+/// The cgroup manager for a container's cgroup, as recorded at create.
+pub fn cgroup_manager(container: &Container) -> Result<AnyCgroupManager> {
+    let config = container.spec().with_context(|| {
+        format!(
+            "cannot read the recorded config of container {:?}",
+            container.id()
+        )
+    })?;
+    libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: container.systemd(),
+        container_name: container.id().to_owned(),
+    })
+    .with_context(|| format!("cannot open the cgroup of container {:?}", container.id()))
+}
+
+/// Exit status as a shell reports it: the code, or 128 + signal number.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+/// Makes `path` absolute against the current directory without resolving links, as runc does
+/// for `--bundle` and `--pid-file`.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("invalid path {}", path.display()))
+}

@@ -1,0 +1,12 @@
+//! `pause`: freeze every process of a container.
+
+use anyhow::{Context, Result};
+
+use super::Globals;
+
+pub fn pause(args: liboci_cli::Pause, globals: &Globals) -> Result<()> {
+    let mut container = super::load_container(globals, &args.container_id)?;
+    container
+        .pause()
+        .with_context(|| format!("cannot pause container {:?}", args.container_id))
+}

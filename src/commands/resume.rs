@@ -1,0 +1,12 @@
+//! `resume`: thaw a paused container.
+
+use anyhow::{Context, Result};
+
+use super::Globals;
+
+pub fn resume(args: liboci_cli::Resume, globals: &Globals) -> Result<()> {
+    let mut container = super::load_container(globals, &args.container_id)?;
+    container
+        .resume()
+        .with_context(|| format!("cannot resume container {:?}", args.container_id))
+}

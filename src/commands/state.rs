@@ -1,0 +1,15 @@
+//! `state`: print a container's OCI state as runc does.
+
+use anyhow::Result;
+
+use super::Globals;
+use super::list::Summary;
+
+pub fn state(args: liboci_cli::State, globals: &Globals) -> Result<()> {
+    let container = super::load_container(globals, &args.container_id)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Summary::of(&container))?
+    );
+    Ok(())
+}

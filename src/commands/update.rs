@@ -1,0 +1,90 @@
+//! `update`: change a running container's cgroup limits from `--resources FILE|-` (OCI
+//! LinuxResources JSON) or from runc's individual flags.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcontainer::oci_spec::runtime::{
+    LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources,
+};
+
+use super::Globals;
+
+pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
+    let id = args.container_id.clone();
+    let container = super::load_container(globals, &id)?;
+    let resources = match &args.resources {
+        Some(path) => read_resources(path)?,
+        None => from_flags(&args),
+    };
+    let manager = super::cgroup_manager(&container)?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .with_context(|| format!("cannot update resources of container {id:?}"))
+}
+
+/// Reads LinuxResources JSON from a file, or from stdin for `-`.
+fn read_resources(path: &std::path::Path) -> Result<LinuxResources> {
+    let (name, text) = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read resources from stdin")?;
+        ("stdin".to_owned(), text)
+    } else {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        (path.display().to_string(), text)
+    };
+    serde_json::from_str(&text).with_context(|| format!("{name}: invalid resources JSON"))
+}
+
+fn from_flags(args: &liboci_cli::Update) -> LinuxResources {
+    let mut resources = LinuxResources::default();
+    if args.memory.is_some() || args.memory_reservation.is_some() || args.memory_swap.is_some() {
+        let mut memory = LinuxMemory::default();
+        memory
+            .set_limit(args.memory.map(|v| v as i64))
+            .set_reservation(args.memory_reservation.map(|v| v as i64))
+            .set_swap(args.memory_swap);
+        resources.set_memory(Some(memory));
+    }
+    let cpu_flags = [
+        args.cpu_period,
+        args.cpu_quota,
+        args.cpu_rt_period,
+        args.cpu_rt_runtime,
+        args.cpu_share,
+    ];
+    if cpu_flags.iter().any(Option::is_some)
+        || args.cpuset_cpus.is_some()
+        || args.cpuset_mems.is_some()
+    {
+        let mut cpu = LinuxCpu::default();
+        cpu.set_period(args.cpu_period)
+            .set_quota(args.cpu_quota.map(|v| v as i64))
+            .set_realtime_period(args.cpu_rt_period)
+            .set_realtime_runtime(args.cpu_rt_runtime.map(|v| v as i64))
+            .set_shares(args.cpu_share)
+            .set_cpus(args.cpuset_cpus.clone())
+            .set_mems(args.cpuset_mems.clone());
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(limit) = args.pids_limit {
+        let mut pids = LinuxPids::default();
+        pids.set_limit(limit);
+        resources.set_pids(Some(pids));
+    }
+    if let Some(weight) = args.blkio_weight {
+        let mut blkio = LinuxBlockIo::default();
+        blkio.set_weight(Some(weight.min(u64::from(u16::MAX)) as u16));
+        resources.set_block_io(Some(blkio));
+    }
+    resources
+}

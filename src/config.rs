@@ -1,0 +1,309 @@
+//! `/etc/cdirun/config.toml` (or the file `CDIRUN_CONFIG` names): strict keys, embedded defaults.
+//!
+//! Every key is optional. An unknown key is an error naming the key and the file, so a typo never
+//! silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the config file is looked for when `CDIRUN_CONFIG` is not set.
+pub const DEFAULT_PATH: &str = "/etc/cdirun/config.toml";
+/// Environment variable naming another config file.
+pub const ENV_VAR: &str = "CDIRUN_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} named by {ENV_VAR} does not exist")]
+    Missing { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// The slice owner cdirun acts for.
+    pub owner: String,
+    /// Node-wide claims (GPU ledger, MPS references); deliberately not under `--root`.
+    pub state_dir: PathBuf,
+    pub cdi: CdiConfig,
+    pub gpu: GpuConfig,
+    pub mps: MpsConfig,
+    pub time_slice: TimeSliceConfig,
+    pub slices: SlicesConfig,
+    pub hooks: HooksConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CdiConfig {
+    pub spec_dirs: Vec<PathBuf>,
+    pub annotation_prefixes: Vec<String>,
+    pub accept_env: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GpuConfig {
+    pub default_vendor: String,
+    pub nccl_socket_ifname: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MpsLifetime {
+    NoLaunch,
+    PerRun,
+    Persistent,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MpsConfig {
+    pub lifetime: MpsLifetime,
+    pub root: PathBuf,
+    pub control: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TimeSliceConfig {
+    pub smi: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlicesConfig {
+    pub default: String,
+    /// Client cgroupsPath prefixes (e.g. "/kubepods") used as they are.
+    pub respect: Vec<String>,
+    pub owners: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HooksConfig {
+    pub dirs: Vec<PathBuf>,
+    pub on_error: OnError,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            owner: "workload".into(),
+            state_dir: "/run/cdirun-state".into(),
+            cdi: CdiConfig::default(),
+            gpu: GpuConfig::default(),
+            mps: MpsConfig::default(),
+            time_slice: TimeSliceConfig::default(),
+            slices: SlicesConfig::default(),
+            hooks: HooksConfig::default(),
+        }
+    }
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        Self {
+            spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+            annotation_prefixes: vec!["cdi.k8s.io/".into()],
+            accept_env: true,
+        }
+    }
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            default_vendor: "nvidia".into(),
+            nccl_socket_ifname: "eth0".into(),
+        }
+    }
+}
+
+impl Default for MpsConfig {
+    fn default() -> Self {
+        Self {
+            lifetime: MpsLifetime::PerRun,
+            root: "/run/cdirun-state/mps".into(),
+            control: "nvidia-cuda-mps-control".into(),
+        }
+    }
+}
+
+impl Default for TimeSliceConfig {
+    fn default() -> Self {
+        Self {
+            smi: "nvidia-smi".into(),
+        }
+    }
+}
+
+impl Default for SlicesConfig {
+    fn default() -> Self {
+        Self {
+            default: "workload.slice".into(),
+            respect: Vec::new(),
+            owners: BTreeMap::from([
+                ("workload".into(), vec!["workload.slice".into()]),
+                ("pact".into(), vec!["pact.slice".into()]),
+            ]),
+        }
+    }
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            dirs: vec![
+                "/usr/share/containers/oci/hooks.d".into(),
+                "/etc/containers/oci/hooks.d".into(),
+                "/etc/cdirun/hooks.d".into(),
+            ],
+            on_error: OnError::Fail,
+        }
+    }
+}
+
+/// A loaded config and the file it came from (`None`: no file, embedded defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub path: Option<PathBuf>,
+    pub config: Config,
+}
+
+impl Config {
+    /// Parses config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            message: err.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Loads the file at `path`; a missing file means embedded defaults.
+    pub fn load_from(path: &Path) -> Result<Loaded, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Loaded {
+                path: Some(path.to_owned()),
+                config: Self::parse(&text, path)?,
+            }),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Loaded {
+                path: None,
+                config: Self::default(),
+            }),
+            Err(cause) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                cause,
+            }),
+        }
+    }
+
+    /// Loads the file `CDIRUN_CONFIG` names (it must exist), else the default path if present.
+    pub fn load(env_value: Option<&std::ffi::OsStr>) -> Result<Loaded, ConfigError> {
+        match env_value {
+            Some(named) if !named.is_empty() => {
+                let path = PathBuf::from(named);
+                let loaded = Self::load_from(&path)?;
+                if loaded.path.is_none() {
+                    return Err(ConfigError::Missing { path });
+                }
+                Ok(loaded)
+            }
+            _ => Self::load_from(Path::new(DEFAULT_PATH)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_embedded_defaults() {
+        assert_eq!(
+            Config::parse("", Path::new("c.toml")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn documented_defaults_parse_to_embedded_defaults() {
+        let text = r#"
+owner = "workload"
+state-dir = "/run/cdirun-state"
+[cdi]
+spec-dirs = ["/etc/cdi", "/var/run/cdi"]
+annotation-prefixes = ["cdi.k8s.io/"]
+accept-env = true
+[gpu]
+default-vendor = "nvidia"
+nccl-socket-ifname = "eth0"
+[mps]
+lifetime = "per_run"
+root = "/run/cdirun-state/mps"
+control = "nvidia-cuda-mps-control"
+[time-slice]
+smi = "nvidia-smi"
+[slices]
+default = "workload.slice"
+respect = []
+[slices.owners]
+workload = ["workload.slice"]
+pact = ["pact.slice"]
+[hooks]
+dirs = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d", "/etc/cdirun/hooks.d"]
+on-error = "fail"
+"#;
+        assert_eq!(
+            Config::parse(text, Path::new("c.toml")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_file() {
+        let err = Config::parse("[cdi]\nspec-dir = []\n", Path::new("/x/c.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/x/c.toml"), "{msg}");
+        assert!(msg.contains("spec-dir"), "{msg}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_an_error() {
+        let err =
+            Config::parse("[mps]\nlifetime = \"sometimes\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("none.toml");
+        assert_eq!(
+            Config::load_from(&absent).unwrap(),
+            Loaded {
+                path: None,
+                config: Config::default()
+            }
+        );
+        assert!(matches!(
+            Config::load(Some(absent.as_os_str())),
+            Err(ConfigError::Missing { .. })
+        ));
+    }
+}

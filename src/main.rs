@@ -1,0 +1,122 @@
+//! cdirun: parse the command line, set up logging, dispatch one verb, turn its result into an
+//! exit status and one error line.
+
+mod bundle;
+mod cgroup;
+mod claims;
+mod cli;
+mod commands;
+mod config;
+mod edit;
+mod log;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser};
+use liboci_cli::{CommonCmd, StandardCmd};
+
+use crate::cli::{Command, LogFormat, Opts};
+
+fn main() -> ExitCode {
+    let opts = Opts::parse();
+    let format = match LogFormat::parse(opts.global.log_format.as_deref()) {
+        Ok(format) => format,
+        Err(err) => return fail(&anyhow::anyhow!(err)),
+    };
+    if let Err(err) = log::init(opts.global.log.as_deref(), format, opts.global.debug) {
+        let path = opts
+            .global
+            .log
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
+            .display();
+        return fail(&anyhow::anyhow!("cannot open log file {path}: {err}"));
+    }
+    match dispatch(opts) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => fail(&err),
+    }
+}
+
+/// Reports an error on stderr and in the log as one line, and gives the failure status.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let message = format!("{err:#}").replace('\n', " ");
+    tracing::error!("{message}");
+    eprintln!("cdirun: {message}");
+    ExitCode::FAILURE
+}
+
+/// Runs one verb; `Ok` carries the exit status (a container's own for `run` and `exec`).
+fn dispatch(opts: Opts) -> Result<i32> {
+    if opts.cdirun.version {
+        print!("{}", version());
+        return Ok(0);
+    }
+    let Some(command) = opts.command else {
+        Opts::command().print_help()?;
+        return Ok(0);
+    };
+    if enters_container(&command) {
+        seal()?;
+    }
+    let root = opts
+        .global
+        .root
+        .unwrap_or_else(|| PathBuf::from(commands::DEFAULT_ROOT));
+    let globals = commands::Globals {
+        root: commands::absolute(&root)?,
+        systemd_cgroup: opts.global.systemd_cgroup,
+    };
+    let done = |result: Result<()>| result.map(|()| 0);
+
+    match command {
+        Command::Standard(cmd) => match *cmd {
+            StandardCmd::Create(args) => done(commands::create::create(args, &globals)),
+            StandardCmd::Start(args) => done(commands::start::start(args, &globals)),
+            StandardCmd::State(args) => done(commands::state::state(args, &globals)),
+            StandardCmd::Kill(args) => done(commands::kill::kill(args, &globals)),
+            StandardCmd::Delete(args) => done(commands::delete::delete(args, &globals)),
+        },
+        Command::Common(cmd) => match *cmd {
+            CommonCmd::Run(args) => commands::run::run(args, &globals),
+            CommonCmd::Exec(args) => commands::exec::exec(args, &globals),
+            CommonCmd::Ps(args) => done(commands::ps::ps(args, &globals)),
+            CommonCmd::List(args) => done(commands::list::list(args, &globals)),
+            CommonCmd::Pause(args) => done(commands::pause::pause(args, &globals)),
+            CommonCmd::Resume(args) => done(commands::resume::resume(args, &globals)),
+            CommonCmd::Events(args) => done(commands::events::events(args, &globals)),
+            CommonCmd::Update(args) => done(commands::update::update(args, &globals)),
+            CommonCmd::Spec(args) => done(commands::spec::spec(args)),
+            CommonCmd::Features(_) => done(commands::features::features()),
+            CommonCmd::Checkpointt(_) => done(commands::unsupported::unsupported("checkpoint")),
+        },
+        Command::Checkpoint(_) => done(commands::unsupported::unsupported("checkpoint")),
+        Command::Restore(_) => done(commands::unsupported::unsupported("restore")),
+    }
+}
+
+/// Verbs that start a process inside a container: only they pay for sealing the binary.
+fn enters_container(command: &Command) -> bool {
+    match command {
+        Command::Standard(cmd) => matches!(**cmd, StandardCmd::Create(_)),
+        Command::Common(cmd) => matches!(**cmd, CommonCmd::Run(_) | CommonCmd::Exec(_)),
+        _ => false,
+    }
+}
+
+/// CVE-2019-5736: a process in the container could open /proc/<pid>/exe of the runtime while it
+/// joins the container and overwrite the host binary. Re-executing from a sealed, read-only
+/// memfd copy makes that file unwritable. Returns only when already sealed.
+fn seal() -> Result<()> {
+    pentacle::ensure_sealed().context("cannot re-execute cdirun from a sealed copy")
+}
+
+fn version() -> String {
+    format!(
+        "cdirun version {}\nspec: {}\nlibcontainer: 0.7.0\n",
+        env!("CARGO_PKG_VERSION"),
+        libcontainer::oci_spec::runtime::VERSION
+    )
+}
