@@ -9,11 +9,12 @@ mod commands;
 mod config;
 mod edit;
 mod log;
+mod seal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{CommandFactory, Parser};
 use liboci_cli::{CommonCmd, StandardCmd};
 
@@ -59,7 +60,7 @@ fn dispatch(opts: Opts) -> Result<i32> {
         return Ok(0);
     };
     if enters_container(&command) {
-        seal()?;
+        seal::ensure()?;
     }
     let root = opts
         .global
@@ -104,13 +105,6 @@ fn enters_container(command: &Command) -> bool {
         Command::Common(cmd) => matches!(**cmd, CommonCmd::Run(_) | CommonCmd::Exec(_)),
         _ => false,
     }
-}
-
-/// CVE-2019-5736: a process in the container could open /proc/<pid>/exe of the runtime while it
-/// joins the container and overwrite the host binary. Re-executing from a sealed, read-only
-/// memfd copy makes that file unwritable. Returns only when already sealed.
-fn seal() -> Result<()> {
-    pentacle::ensure_sealed().context("cannot re-execute cdirun from a sealed copy")
 }
 
 fn version() -> String {

@@ -1,0 +1,290 @@
+//! The command line surface clients probe: version, features, spec, checkpoint support, flag
+//! order, and the console socket handshake.
+
+mod common;
+
+use std::fs;
+use std::io::{IoSliceMut, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use common::{Bundle, Runtime, cdirun_bin, text, unique_id};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use serde_json::Value;
+
+#[test]
+fn version_names_the_runtime_and_spec() {
+    let out = std::process::Command::new(cdirun_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("cdirun version "), "{stdout}");
+    assert!(stdout.contains("\nspec: 1."), "{stdout}");
+}
+
+#[test]
+fn features_is_runc_shaped_json() {
+    let out = std::process::Command::new(cdirun_bin())
+        .arg("features")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let features: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(features["ociVersionMin"], "1.0.0");
+    assert!(
+        features["ociVersionMax"]
+            .as_str()
+            .unwrap()
+            .starts_with("1.")
+    );
+    let hooks: Vec<&str> = features["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
+    let linux = &features["linux"];
+    assert!(
+        linux["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("pid"))
+    );
+    assert!(
+        linux["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("CAP_SYS_ADMIN"))
+    );
+    assert_eq!(linux["cgroup"]["v1"], true);
+    assert!(
+        features["mountOptions"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("rbind"))
+    );
+}
+
+#[test]
+fn spec_writes_a_parseable_config_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(cdirun_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["spec", "--bundle", bundle]).status.success());
+    let spec: Value =
+        serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["root"]["path"], "rootfs");
+    assert_eq!(spec["process"]["args"], serde_json::json!(["sh"]));
+    assert!(
+        spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ns| ns["type"] == "pid")
+    );
+    let again = run(&["spec", "--bundle", bundle]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("exists"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let rootless = tempfile::tempdir().unwrap();
+    assert!(
+        run(&[
+            "spec",
+            "--rootless",
+            "--bundle",
+            rootless.path().to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let spec: Value =
+        serde_json::from_slice(&fs::read(rootless.path().join("config.json")).unwrap()).unwrap();
+    assert!(
+        spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ns| ns["type"] == "user")
+    );
+    assert_eq!(spec["linux"]["uidMappings"][0]["containerID"], 0);
+}
+
+#[test]
+fn checkpoint_is_reported_unsupported_even_for_help() {
+    for args in [
+        vec!["checkpoint", "--help"],
+        vec!["checkpoint", "some-id"],
+        vec!["restore", "some-id"],
+    ] {
+        let out = std::process::Command::new(cdirun_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{args:?} must fail: podman reads exit 0 as support"
+        );
+        assert!(
+            text(&out.stderr).contains("not supported"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn flags_are_accepted_in_any_order() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "30"]);
+    let id = unique_id("order");
+    let pid_file = bundle.path().join("p.pid");
+    let log = bundle.path().join("log.json");
+    // podman: flags then id; containerd: global flags first, id last; others put the id first.
+    let (ok, err) = rt.create(&bundle, &id, &["--pid-file", pid_file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let out = rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--debug",
+        "--systemd-cgroup=false",
+        "state",
+        &id,
+    ]);
+    // --systemd-cgroup takes no value in runc: `=false` must be refused, not misread.
+    assert!(!out.status.success());
+    rt.ok(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format=json",
+        "state",
+        &id,
+    ]);
+    rt.ok(&["kill", "--all", &id, "9"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id, "--force"]);
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn console_socket_receives_the_pty_master() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "tty; echo over-the-pty"]);
+    bundle.edit(|spec| spec["process"]["terminal"] = Value::Bool(true));
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("console.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut name = [0u8; 256];
+        let mut iov = [IoSliceMut::new(&mut name)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        use std::os::fd::AsRawFd;
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .expect("no fd passed over the console socket");
+        // SAFETY: the fd was just received via SCM_RIGHTS and is owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    let id = unique_id("tty");
+    let (ok, err) = rt.create(
+        &bundle,
+        &id,
+        &["--console-socket", socket.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let master = receiver.join().unwrap();
+    rt.ok(&["start", &id]);
+    let mut master = fs::File::from(master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("over-the-pty") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pty said: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.contains("/dev/pts/") || seen.contains("/dev/console"),
+        "{seen}"
+    );
+    assert!(seen.contains("over-the-pty"), "{seen}");
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
+/// CVE-2019-5736: a process that holds /proc/<init>/exe of a runtime process must not be able to
+/// reopen it for writing once the runtime is gone; the binary runs from a read-only mount.
+#[test]
+fn runtime_binary_cannot_be_reopened_for_writing_through_proc_exe() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "30"]);
+    let id = unique_id("seal");
+    rt.created(&bundle, &id);
+    // In the `created` state the init process still runs cdirun's image.
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let held = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap();
+    rt.ok(&["delete", "--force", &id]);
+    use std::os::fd::AsRawFd;
+    let reopened = fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    let err = reopened.expect_err("the runtime binary was writable through /proc/<pid>/exe");
+    assert!(
+        matches!(
+            err.raw_os_error(),
+            Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::ETXTBSY)
+        ),
+        "unexpected error {err}"
+    );
+    rt.assert_gone(&id);
+}

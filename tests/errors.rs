@@ -1,0 +1,180 @@
+//! Bad input: each error is one clear line naming what is wrong, and leaves nothing behind.
+
+mod common;
+
+use std::fs;
+
+use common::{Bundle, Runtime, cgroup_dirs_named, unique_id};
+use serde_json::Value;
+
+/// One line on stderr, prefixed with the program name.
+fn assert_one_line(err: &str) {
+    assert_eq!(err.lines().count(), 1, "expected one line, got: {err:?}");
+    assert!(err.starts_with("cdirun: "), "{err}");
+}
+
+#[test]
+fn missing_bundle_names_the_bundle_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let id = unique_id("nobundle");
+    let err = rt.fails(&["create", "--bundle", "/nonexistent/bundle-dir", &id]);
+    assert_one_line(&err);
+    assert!(err.contains("/nonexistent/bundle-dir"), "{err}");
+    assert!(rt.ids().is_empty());
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn malformed_config_names_file_and_position_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    let config = bundle.path().join("config.json");
+    fs::write(
+        &config,
+        "{\n  \"ociVersion\": \"1.0.2\",\n  \"process\": {,\n}\n",
+    )
+    .unwrap();
+    let id = unique_id("badjson");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok);
+    assert_one_line(&err);
+    assert!(err.contains(&format!("{}:3:", config.display())), "{err}");
+    assert!(rt.ids().is_empty());
+    rt.assert_gone(&id);
+    // The bad file is left exactly as it was: cdirun never rewrote it.
+    assert!(
+        fs::read_to_string(&config)
+            .unwrap()
+            .contains("\"process\": {,")
+    );
+}
+
+#[test]
+fn invalid_spec_fails_create_and_leaves_no_state_or_cgroup() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["/bin/no-such-program"]);
+    let id = unique_id("badprog");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok, "create of a missing program must fail");
+    assert!(err.lines().last().unwrap().starts_with("cdirun: "), "{err}");
+    assert!(rt.ids().is_empty(), "left: {:?}", rt.ids());
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn failed_create_removes_the_cgroup_parents_it_made() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["/bin/no-such-program"]);
+    let id = unique_id("badcg");
+    let parent = unique_id("cdirun-test-parent");
+    bundle.edit(|spec| spec["linux"]["cgroupsPath"] = Value::from(format!("/{parent}/{id}")));
+    let (ok, _) = rt.create(&bundle, &id, &[]);
+    assert!(!ok);
+    assert!(
+        cgroup_dirs_named(&parent).is_empty(),
+        "parent cgroup left: {:?}",
+        cgroup_dirs_named(&parent)
+    );
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn duplicate_id_is_refused_and_the_first_container_is_untouched() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let other = Bundle::new(&["true"]);
+    let id = unique_id("dup");
+    rt.created(&bundle, &id);
+    let pid = rt.state(&id)["pid"].clone();
+    let before = fs::read(other.path().join("config.json")).unwrap();
+    let (ok, err) = rt.create(&other, &id, &[]);
+    assert!(!ok);
+    assert_one_line(&err);
+    assert!(err.contains("already exists") && err.contains(&id), "{err}");
+    assert_eq!(rt.state(&id)["pid"], pid);
+    assert_eq!(rt.status(&id), "created");
+    assert_eq!(
+        fs::read(other.path().join("config.json")).unwrap(),
+        before,
+        "bundle of the refused create was rewritten"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn unknown_id_is_an_error_naming_it_for_every_verb() {
+    let rt = Runtime::new();
+    let id = unique_id("ghost");
+    for args in [
+        vec!["state", &id],
+        vec!["start", &id],
+        vec!["kill", &id, "TERM"],
+        vec!["delete", &id],
+        vec!["pause", &id],
+        vec!["resume", &id],
+        vec!["ps", &id],
+        vec!["exec", &id, "true"],
+        vec!["events", "--stats", &id],
+        vec!["update", "--pids-limit", "10", &id],
+    ] {
+        let err = rt.fails(&args);
+        assert_one_line(&err);
+        assert!(err.contains(&format!("{id:?}")), "{args:?}: {err}");
+    }
+    assert!(rt.ids().is_empty());
+}
+
+#[test]
+fn json_log_gets_the_error_as_its_last_line() {
+    let rt = Runtime::new();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("log.json");
+    let id = unique_id("jsonlog");
+    // containerd's shim prefix: --root, --log, --log-format json before the verb.
+    let err = rt.fails(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        &id,
+    ]);
+    let last = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let record: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(record["level"], "error");
+    let msg = record["msg"].as_str().unwrap();
+    assert!(msg.contains(&id), "{msg}");
+    assert_eq!(err.trim_end(), format!("cdirun: {msg}"));
+    assert!(record["time"].as_str().unwrap().contains('T'));
+}
+
+#[test]
+fn text_log_is_logrus_shaped() {
+    let rt = Runtime::new();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("log.txt");
+    rt.fails(&["--log", log.to_str().unwrap(), "start", "nope"]);
+    let last = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(
+        last.starts_with("time=\"") && last.contains(" level=error msg=\""),
+        "{last}"
+    );
+}
+
+#[test]
+fn bad_log_format_is_refused() {
+    let rt = Runtime::new();
+    let err = rt.fails(&["--log-format", "xml", "list"]);
+    assert!(err.contains("xml"), "{err}");
+}

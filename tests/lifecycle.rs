@@ -1,0 +1,417 @@
+//! The runc verbs on real busybox containers: run, the create/start/state/delete lifecycle,
+//! kill, exec, pause/resume, ps, list, update, events.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Bundle, Runtime, output_within, text, unique_id};
+use serde_json::Value;
+
+#[test]
+fn run_returns_exit_status_and_output() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "echo hello from busybox; exit 3"]);
+    let id = unique_id("run");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello from busybox\n");
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn run_reports_a_signal_death_as_128_plus_signal() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("runsig");
+    let child = rt
+        .command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rt.wait_status(&id, "running");
+    rt.ok(&["kill", &id, "KILL"]);
+    let out = common::wait_within(child, Duration::from_secs(10));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    rt.assert_gone(&id);
+}
+
+/// A container that exits at once must never leave `run` waiting (the lost-SIGCHLD race).
+#[test]
+fn run_of_instant_exits_never_hangs() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    for i in 0..60 {
+        let id = format!("{}-{i}", unique_id("race"));
+        let cmd = rt.command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+        let out = output_within(cmd, Duration::from_secs(10));
+        assert!(out.status.success(), "run {i}: {}", text(&out.stderr));
+    }
+    assert!(rt.ids().is_empty(), "left: {:?}", rt.ids());
+}
+
+#[test]
+fn run_forwards_signals_to_the_container() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 9' USR1; echo ready; while true; do sleep 0.05; done",
+    ]);
+    let id = unique_id("fwd");
+    let mut child = rt
+        .command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rt.wait_status(&id, "running");
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGUSR1,
+    )
+    .unwrap();
+    child.stdin.take();
+    let out = common::wait_within(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(9), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ready\ngot-usr1\n");
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn create_start_state_delete_lifecycle() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "read line; echo done"]);
+    let id = unique_id("life");
+    // stdin comes from a FIFO we hold open so the process waits until we let it finish.
+    let fifo = bundle.path().join("stdin");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(writer_path)
+            .unwrap()
+    });
+    let mut cmd = rt.command(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    cmd.stdin(fs::File::open(&fifo).unwrap())
+        .stdout(fs::File::create(bundle.path().join("stdout")).unwrap());
+    let status = cmd.status().unwrap();
+    assert!(status.success());
+    let mut writer = writer.join().unwrap();
+
+    let state = rt.state(&id);
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["id"], Value::from(id.clone()));
+    assert_eq!(
+        state["bundle"],
+        Value::from(bundle.path().to_str().unwrap())
+    );
+    let pid = state["pid"].as_i64().unwrap();
+    assert!(
+        pid > 0 && fs::metadata(format!("/proc/{pid}")).is_ok(),
+        "init {pid} not alive"
+    );
+
+    rt.ok(&["start", &id]);
+    assert_eq!(rt.status(&id), "running");
+    // A second start of a running container is an error, as in runc.
+    rt.fails(&["start", &id]);
+
+    writeln!(writer, "go").unwrap();
+    drop(writer);
+    rt.wait_status(&id, "stopped");
+    assert_eq!(rt.state(&id)["pid"], 0);
+    assert_eq!(
+        fs::read_to_string(bundle.path().join("stdout")).unwrap(),
+        "done\n"
+    );
+
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+    rt.fails(&["state", &id]);
+}
+
+#[test]
+fn pid_file_holds_the_init_pid() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "30"]);
+    let id = unique_id("pidf");
+    let pid_file = bundle.path().join("init.pid");
+    rt.created(&bundle, &id);
+    rt.ok(&["delete", "--force", &id]);
+    let (ok, err) = rt.create(&bundle, &id, &["--pid-file", pid_file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let written: i64 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(Value::from(written), rt.state(&id)["pid"]);
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn kill_by_name_and_number_and_all() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo term; exit 0' TERM; while true; do sleep 0.05; done",
+    ]);
+
+    let by_name = unique_id("killn");
+    rt.created(&bundle, &by_name);
+    rt.ok(&["start", &by_name]);
+    std::thread::sleep(Duration::from_millis(200));
+    rt.ok(&["kill", &by_name, "SIGTERM"]);
+    rt.wait_status(&by_name, "stopped");
+    assert_eq!(
+        fs::read_to_string(bundle.path().join("stdout")).unwrap(),
+        "term\n"
+    );
+    // Signalling a stopped container is an error.
+    rt.fails(&["kill", &by_name, "TERM"]);
+    rt.ok(&["delete", &by_name]);
+
+    let by_number = unique_id("killnum");
+    rt.created(&bundle, &by_number);
+    rt.ok(&["start", &by_number]);
+    rt.ok(&["kill", &by_number, "9"]);
+    rt.wait_status(&by_number, "stopped");
+    rt.ok(&["delete", &by_number]);
+
+    let all = unique_id("killall");
+    rt.created(&bundle, &all);
+    rt.ok(&["start", &all]);
+    rt.ok(&["kill", "--all", &all, "KILL"]);
+    rt.wait_status(&all, "stopped");
+    rt.ok(&["delete", &all]);
+
+    rt.fails(&["kill", &all, "NOSUCHSIGNAL"]);
+    for id in [by_name, by_number, all] {
+        rt.assert_gone(&id);
+    }
+}
+
+#[test]
+fn delete_force_removes_running_and_tolerates_gone_containers() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("delf");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    // Without --force a running container stays.
+    rt.fails(&["delete", &id]);
+    assert_eq!(rt.status(&id), "running");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+    std::thread::sleep(Duration::from_millis(100));
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "init {pid} still alive: {stat}"
+    );
+    // containerd deletes twice: the second, forced, must succeed although the container is gone.
+    rt.ok(&["delete", "--force", &id]);
+    let err = rt.fails(&["delete", &id]);
+    assert!(err.contains(&id), "{err}");
+}
+
+#[test]
+fn exec_argv_process_file_and_detach() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("exec");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+
+    let out = rt.run(&["exec", &id, "sh", "-c", "echo inside $HOSTNAME; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "inside cdirun\n");
+
+    // The containerd/podman form: a process.json and flags before the id.
+    let process = serde_json::json!({
+        "terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/tmp",
+        "env": ["PATH=/bin", "GREETING=hi"], "args": ["sh", "-c", "echo $GREETING from $(pwd)"]
+    });
+    let process_file = bundle.path().join("process.json");
+    fs::write(&process_file, process.to_string()).unwrap();
+    let out = rt.run(&["exec", "--process", process_file.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi from /tmp\n");
+
+    let pid_file = bundle.path().join("exec.pid");
+    let detached = serde_json::json!({"cwd": "/", "args": ["sleep", "30"], "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    fs::write(&process_file, detached.to_string()).unwrap();
+    let mut cmd = rt.command(&[
+        "exec",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--process",
+        process_file.to_str().unwrap(),
+        "--detach",
+        &id,
+    ]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    assert!(cmd.status().unwrap().success());
+    let exec_pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ps: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert!(ps.contains(&exec_pid), "exec pid {exec_pid} not in {ps:?}");
+
+    rt.fails(&["exec", "no-such-container", "true"]);
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn pause_and_resume_freeze_the_container() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("pause");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    rt.ok(&["pause", &id]);
+    assert_eq!(rt.status(&id), "paused");
+    let state_of = |pid: i64| fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    // A frozen task sleeps in the freezer; the cgroup says FROZEN.
+    let freezer = fs::read_to_string(format!(
+        "/sys/fs/cgroup/freezer{}/freezer.state",
+        cgroup_of(pid, "freezer")
+    ))
+    .unwrap();
+    assert_eq!(freezer.trim(), "FROZEN", "{}", state_of(pid));
+    rt.ok(&["resume", &id]);
+    assert_eq!(rt.status(&id), "running");
+    rt.fails(&["resume", &id]);
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// The cgroup path of `pid` in the v1 hierarchy holding `controller`.
+fn cgroup_of(pid: i64, controller: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_owned())
+        })
+        .unwrap()
+}
+
+#[test]
+fn ps_list_and_events_report_the_container() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("ps");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+
+    let pids: Vec<i64> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert_eq!(pids, vec![pid]);
+    let table = rt.ok(&["ps", &id]);
+    assert!(table.lines().next().unwrap().contains("PID"), "{table}");
+    assert!(
+        table.lines().skip(1).any(|l| l.contains("sleep 60")),
+        "{table}"
+    );
+
+    assert_eq!(rt.ok(&["list", "-q"]), format!("{id}\n"));
+    let listed: Vec<Value> = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], Value::from(id.clone()));
+    assert_eq!(listed[0]["status"], "running");
+    assert_eq!(listed[0]["pid"], Value::from(pid));
+    let table = rt.ok(&["list"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    );
+    assert!(table.lines().nth(1).unwrap().starts_with(&id), "{table}");
+
+    let event: Value = serde_json::from_str(rt.ok(&["events", "--stats", &id]).trim()).unwrap();
+    assert_eq!(event["type"], "stats");
+    assert_eq!(event["id"], Value::from(id.clone()));
+    assert!(
+        event["data"]["memory"].is_object() && event["data"]["pids"].is_object(),
+        "{event}"
+    );
+
+    rt.ok(&["delete", "--force", &id]);
+    assert_eq!(rt.ok(&["list", "-q"]), "");
+    assert_eq!(rt.ok(&["list", "--format", "json"]).trim(), "[]");
+}
+
+#[test]
+fn update_applies_resources_from_stdin_file_and_flags() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("upd");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let pids_max = || {
+        fs::read_to_string(format!(
+            "/sys/fs/cgroup/pids{}/pids.max",
+            cgroup_of(pid, "pids")
+        ))
+        .unwrap()
+    };
+
+    // containerd's form: JSON on stdin.
+    let mut child = rt
+        .command(&["update", "--resources", "-", &id])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"pids": {"limit": 42}}"#)
+        .unwrap();
+    let out = common::wait_within(child, Duration::from_secs(10));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(pids_max().trim(), "42");
+
+    // podman's form: a file.
+    let file = bundle.path().join("resources.json");
+    fs::write(&file, r#"{"pids": {"limit": 77}}"#).unwrap();
+    rt.ok(&["update", &format!("--resources={}", file.display()), &id]);
+    assert_eq!(pids_max().trim(), "77");
+
+    rt.ok(&["update", "--pids-limit", "99", &id]);
+    assert_eq!(pids_max().trim(), "99");
+
+    fs::write(&file, "{not json").unwrap();
+    let err = rt.fails(&["update", "--resources", file.to_str().unwrap(), &id]);
+    assert!(err.contains("resources.json"), "{err}");
+
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
