@@ -290,6 +290,32 @@ fn podman_path_is_nested_in_the_owned_slice_everywhere_and_removed_at_delete() {
 
     let out = bundle.cdirun(&["start", &id]);
     assert!(out.status.success(), "start: {}", stderr(&out));
+
+    // An exec'd process joins the same scope, the cgroup2 line included.
+    let exec_pid_file = bundle.dir.path().join("exec.pid");
+    let status = bundle
+        .command(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            exec_pid_file.to_str().unwrap(),
+            &id,
+            "sleep",
+            "300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "exec failed");
+    let exec_pid: i32 = fs::read_to_string(&exec_pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_placed(exec_pid, &scope);
+
     let out = bundle.cdirun(&["events", "--stats", &id]);
     assert!(out.status.success(), "events: {}", stderr(&out));
     let event: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -306,7 +332,7 @@ fn podman_path_is_nested_in_the_owned_slice_everywhere_and_removed_at_delete() {
         metrics["cpu"]["usage_usec"].as_u64().unwrap() > 0,
         "{event}"
     );
-    assert_eq!(metrics["pids"]["current"], 1, "{event}");
+    assert_eq!(metrics["pids"]["current"], 2, "{event}");
     // libcgroups' own object is still there for runc-shaped consumers.
     assert!(event["data"]["memory"].is_object(), "{event}");
 
