@@ -85,6 +85,10 @@ pub struct SlicesConfig {
     /// Client cgroupsPath prefixes (e.g. "/kubepods") used as they are.
     pub respect: Vec<String>,
     pub owners: BTreeMap<String, Vec<String>>,
+    /// Limits per slice (path or unit name), written when cdirun creates the acting owner's
+    /// slices; slices of other owners are theirs to limit.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, crate::cgroup::Limits>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -162,6 +166,7 @@ impl Default for SlicesConfig {
                 ("workload".into(), vec!["workload.slice".into()]),
                 ("pact".into(), vec!["pact.slice".into()]),
             ]),
+            limits: BTreeMap::new(),
         }
     }
 }
@@ -281,6 +286,27 @@ on-error = "fail"
         let msg = err.to_string();
         assert!(msg.contains("/x/c.toml"), "{msg}");
         assert!(msg.contains("spec-dir"), "{msg}");
+    }
+
+    #[test]
+    fn slice_limits_parse_strictly() {
+        let text = r#"
+[slices.limits."pact-gpu.slice"]
+memory-max = 1073741824
+cpu-weight = 200
+io-max = ["8:0 rbps=1048576"]
+"#;
+        let config = Config::parse(text, Path::new("c.toml")).unwrap();
+        let limits = &config.slices.limits["pact-gpu.slice"];
+        assert_eq!(limits.memory_max, Some(1 << 30));
+        assert_eq!(limits.cpu_weight, Some(200));
+        assert_eq!(limits.io_max, ["8:0 rbps=1048576"]);
+        let err = Config::parse(
+            "[slices.limits.\"x.slice\"]\nmemory = 1\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
     }
 
     #[test]

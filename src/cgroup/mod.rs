@@ -1,32 +1,177 @@
-//! Cgroup hierarchies as this host mounts them (v1, hybrid or v2), and cleanup of the
-//! directories a container's cgroupsPath would create.
+//! Cgroup hierarchies as this host mounts them (v1, hybrid or v2), the cleanup of the
+//! directories a container's cgroupsPath would create, and (in submodules) slice ownership and
+//! the scope operations: placement, limits, metrics, kill, removal.
+
+pub mod owners;
+pub mod scope;
 
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-/// The mount points of every cgroup hierarchy (each v1 controller, named v1 hierarchies, cgroup2).
-pub fn mounted_hierarchies() -> io::Result<Vec<PathBuf>> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(parse_hierarchies(&mountinfo))
+pub use owners::{CgroupPath, OwnerError, Owners};
+pub use scope::{Limits, Scope, ScopeError};
+
+/// v1 controllers libcontainer's cgroupfs manager places a container in; any other mounted
+/// hierarchy (cgroup2 on a hybrid host, named v1 hierarchies such as `name=systemd`) it leaves
+/// alone.
+pub const LIBCONTAINER_V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// What kind of cgroup filesystem a mount point is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A v1 hierarchy and the controllers (or `name=...`) bound to it.
+    V1 {
+        controllers: Vec<String>,
+    },
+    V2,
 }
 
-/// Picks cgroup and cgroup2 mount points out of `/proc/self/mountinfo` text.
-pub fn parse_hierarchies(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            // "<id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> ..."
-            let (left, right) = line.split_once(" - ")?;
-            let fstype = right.split_whitespace().next()?;
-            if fstype != "cgroup" && fstype != "cgroup2" {
-                return None;
-            }
-            left.split_whitespace()
-                .nth(4)
-                .map(|p| PathBuf::from(unescape_octal(p)))
-        })
-        .collect()
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mount: PathBuf,
+    pub kind: Kind,
+}
+
+impl Hierarchy {
+    #[cfg(test)]
+    pub fn v1(mount: impl Into<PathBuf>, controllers: &[&str]) -> Self {
+        Self {
+            mount: mount.into(),
+            kind: Kind::V1 {
+                controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            },
+        }
+    }
+
+    #[cfg(test)]
+    pub fn v2(mount: impl Into<PathBuf>) -> Self {
+        Self {
+            mount: mount.into(),
+            kind: Kind::V2,
+        }
+    }
+
+    /// A v1 hierarchy with `controller` bound to it.
+    pub fn has_v1(&self, controller: &str) -> bool {
+        matches!(&self.kind, Kind::V1 { controllers } if controllers.iter().any(|c| c == controller))
+    }
+
+    pub fn is_v2(&self) -> bool {
+        self.kind == Kind::V2
+    }
+
+    /// `<mount>/<path>`.
+    pub fn dir(&self, path: &CgroupPath) -> PathBuf {
+        self.mount.join(path.relative())
+    }
+}
+
+/// How the host mounts cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    V1,
+    Hybrid,
+    V2,
+}
+
+/// Every mounted cgroup hierarchy of this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchies(pub Vec<Hierarchy>);
+
+impl Hierarchies {
+    /// Reads `/proc/self/mountinfo`.
+    pub fn discover() -> io::Result<Self> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        Ok(Self(parse_mountinfo(&mountinfo)))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Hierarchy> {
+        self.0.iter()
+    }
+
+    pub fn layout(&self) -> Option<Layout> {
+        let v1 = self.0.iter().any(|h| !h.is_v2());
+        let v2 = self.0.iter().any(Hierarchy::is_v2);
+        match (v1, v2) {
+            (true, true) => Some(Layout::Hybrid),
+            (true, false) => Some(Layout::V1),
+            (false, true) => Some(Layout::V2),
+            (false, false) => None,
+        }
+    }
+
+    /// The hierarchies libcontainer's cgroupfs manager does not place a container in: on v1
+    /// and hybrid hosts it uses only the v1 controllers it knows, so the cgroup2 mount and
+    /// named v1 hierarchies are left to cdirun. On a pure v2 host it handles everything.
+    pub fn not_managed_by_libcontainer(&self) -> Vec<&Hierarchy> {
+        if self.layout() == Some(Layout::V2) {
+            return Vec::new();
+        }
+        self.0
+            .iter()
+            .filter(|h| {
+                !LIBCONTAINER_V1_CONTROLLERS
+                    .iter()
+                    .any(|controller| h.has_v1(controller))
+            })
+            .collect()
+    }
+
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        self.0.iter().map(|h| h.mount.clone()).collect()
+    }
+}
+
+/// Picks cgroup and cgroup2 mounts out of `/proc/self/mountinfo` text (first mount of a mount
+/// point wins).
+pub fn parse_mountinfo(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut found: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        // "<id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> <source> <super opts>"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut right = right.split_whitespace();
+        let fstype = right.next();
+        let super_opts = right.nth(1).unwrap_or("");
+        let kind = match fstype {
+            Some("cgroup2") => Kind::V2,
+            Some("cgroup") => Kind::V1 {
+                controllers: super_opts
+                    .split(',')
+                    .filter(|opt| {
+                        !matches!(*opt, "rw" | "ro" | "noprefix" | "xattr" | "clone_children")
+                            && (!opt.contains('=') || opt.starts_with("name="))
+                    })
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            _ => continue,
+        };
+        let Some(mount) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        let mount = PathBuf::from(unescape_octal(mount));
+        if !found.iter().any(|h| h.mount == mount) {
+            found.push(Hierarchy { mount, kind });
+        }
+    }
+    found
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\NNN`.
@@ -66,16 +211,17 @@ pub fn missing_dirs(hierarchies: &[PathBuf], cgroups_path: &Path) -> Vec<PathBuf
 }
 
 /// Removes `dirs` deepest first, skipping ones already gone. A cgroup directory is removed with
-/// rmdir (its control files are not real files); a busy one is left and reported.
+/// rmdir (its control files are not real files); a busy one is retried briefly (killed
+/// processes take a moment to leave), then left and reported.
 pub fn remove_dirs(dirs: &[PathBuf]) -> Vec<(PathBuf, io::Error)> {
     let mut sorted: Vec<&PathBuf> = dirs.iter().collect();
     sorted.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
     sorted
         .into_iter()
-        .filter_map(|dir| match fs::remove_dir(dir) {
+        .filter_map(|dir| match scope::remove_dir_retrying(dir) {
             Ok(()) => None,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-            Err(err) => Some((dir.clone(), err)),
+            Err(ScopeError::Remove { dir, cause }) => Some((dir, cause)),
+            Err(other) => Some((dir.clone(), io::Error::other(other.to_string()))),
         })
         .collect()
 }
@@ -95,13 +241,47 @@ mod tests {
     #[test]
     fn hierarchies_from_hybrid_mountinfo() {
         assert_eq!(
-            parse_hierarchies(HYBRID),
+            Hierarchies(parse_mountinfo(HYBRID)).mounts(),
             vec![
                 PathBuf::from("/sys/fs/cgroup/unified"),
                 PathBuf::from("/sys/fs/cgroup/memory"),
                 PathBuf::from("/sys/fs/cgroup/odd name"),
             ]
         );
+    }
+
+    #[test]
+    fn hierarchy_kinds_and_what_libcontainer_leaves_to_cdirun() {
+        let text = format!(
+            "{HYBRID}40 30 0:37 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             41 30 0:37 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+        );
+        let found = Hierarchies(parse_mountinfo(&text));
+        assert_eq!(
+            found.0,
+            vec![
+                Hierarchy::v2("/sys/fs/cgroup/unified"),
+                Hierarchy::v1("/sys/fs/cgroup/memory", &["memory"]),
+                Hierarchy::v1("/sys/fs/cgroup/odd name", &["name=odd"]),
+                Hierarchy::v1("/sys/fs/cgroup/cpu,cpuacct", &["cpu", "cpuacct"]),
+            ]
+        );
+        assert_eq!(found.layout(), Some(Layout::Hybrid));
+        let left: Vec<&Path> = found
+            .not_managed_by_libcontainer()
+            .into_iter()
+            .map(|h| h.mount.as_path())
+            .collect();
+        assert_eq!(
+            left,
+            [
+                Path::new("/sys/fs/cgroup/unified"),
+                Path::new("/sys/fs/cgroup/odd name")
+            ]
+        );
+        let pure_v2 = Hierarchies(vec![Hierarchy::v2("/sys/fs/cgroup")]);
+        assert_eq!(pure_v2.layout(), Some(Layout::V2));
+        assert!(pure_v2.not_managed_by_libcontainer().is_empty());
     }
 
     #[test]

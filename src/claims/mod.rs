@@ -9,13 +9,25 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup;
+
 /// File name of the record inside the container's state dir.
 pub const RECORD_FILE: &str = "cdirun.json";
 
 /// A node-wide resource one container holds. Release must be idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Claim {}
+pub enum Claim {
+    /// The container's cgroupfs scope: delete kills whatever is left in it and removes its
+    /// directory in every hierarchy, including those libcontainer does not manage (the cgroup2
+    /// mount of a hybrid host, named v1 hierarchies).
+    Scope {
+        /// The scope, as the cgroupsPath given to libcontainer.
+        path: PathBuf,
+        /// The owned slice it is nested in; `None` for a path used as the client sent it.
+        slice: Option<PathBuf>,
+    },
+}
 
 /// The claims one create took, in the order taken (released in reverse).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,12 +41,47 @@ impl Claims {
 
     /// Gives every claim back, newest first. Idempotent: releasing twice is harmless.
     pub fn release(&self, _state_dir: &Path) -> Result<(), ClaimError> {
-        // `Claim` has no kinds yet, so there is nothing to give back.
-        match self.0.iter().next_back() {
-            None => Ok(()),
-            Some(claim) => match *claim {},
+        for claim in self.0.iter().rev() {
+            match claim {
+                Claim::Scope { path, .. } => release_scope(path)?,
+            }
         }
+        Ok(())
     }
+
+    /// The claims other than cgroup scopes. A failed create removes exactly the cgroup
+    /// directories it made instead (a scope's release would also kill what is in it).
+    pub fn without_scopes(&self) -> Claims {
+        Claims(
+            self.0
+                .iter()
+                .filter(|claim| !matches!(claim, Claim::Scope { .. }))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The cgroup scope claim, if any.
+    // While scopes are the only kind of claim, clippy sees this as a plain `map`.
+    #[allow(clippy::unnecessary_find_map)]
+    pub fn scope(&self) -> Option<(&Path, Option<&Path>)> {
+        self.0.iter().find_map(|claim| match claim {
+            Claim::Scope { path, slice } => Some((path.as_path(), slice.as_deref())),
+        })
+    }
+}
+
+fn release_scope(path: &Path) -> Result<(), ClaimError> {
+    let failed = |message: String| ClaimError::Scope {
+        path: path.to_owned(),
+        message,
+    };
+    let text = path.to_str().ok_or_else(|| failed("not UTF-8".into()))?;
+    let scope_path = cgroup::CgroupPath::parse(text).map_err(|err| failed(err.to_string()))?;
+    let hierarchies = cgroup::Hierarchies::discover().map_err(|err| failed(err.to_string()))?;
+    cgroup::Scope::new(&hierarchies, scope_path)
+        .remove()
+        .map_err(|err| failed(err.to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +93,8 @@ pub enum ClaimError {
     },
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
+    #[error("cannot remove cgroup scope {path}: {message}")]
+    Scope { path: PathBuf, message: String },
 }
 
 /// `<root>/<id>/cdirun.json`.
@@ -105,6 +154,31 @@ mod tests {
         };
         record.save(dir.path()).unwrap();
         assert_eq!(Record::load(dir.path()).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn scope_claim_round_trips_and_is_left_out_of_a_failed_create_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Claim::Scope {
+            path: "/workload.slice/c1".into(),
+            slice: Some("/workload.slice".into()),
+        };
+        let record = Record {
+            config: None,
+            state_dir: "/run/s".into(),
+            claims: Claims(vec![scope]),
+        };
+        record.save(dir.path()).unwrap();
+        let loaded = Record::load(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded, record);
+        assert_eq!(
+            loaded.claims.scope(),
+            Some((
+                Path::new("/workload.slice/c1"),
+                Some(Path::new("/workload.slice"))
+            ))
+        );
+        assert_eq!(loaded.claims.without_scopes(), Claims::default());
     }
 
     #[test]

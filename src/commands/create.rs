@@ -57,6 +57,7 @@ impl Init<'_> {
         let ctx = edit::Context {
             container_id: id,
             systemd_cgroup: globals.systemd_cgroup,
+            config: &loaded.config,
         };
         let claims = match edit::apply_all(&mut spec, &ctx) {
             Ok(claims) => claims,
@@ -71,18 +72,39 @@ impl Init<'_> {
             claims,
         };
 
-        let leftovers = self.cgroup_dirs_to_create(&spec, globals);
+        let placement = match Placement::prepare(&record.claims, &loaded.config) {
+            Ok(placement) => placement,
+            Err(err) => {
+                release(&record.claims.without_scopes(), &loaded.config);
+                return Err(err.context(format!("cannot create container {id:?}")));
+            }
+        };
+        let leftovers = placement.dirs_to_create();
         let built = self
             .save_and_build(&bundle, &spec, spec != original, globals)
-            .and_then(|container| {
-                record.save(&container_dir)?;
-                Ok(container)
+            .and_then(|mut container| {
+                let finished = placement
+                    .place_init(&container)
+                    .and_then(|()| Ok(record.save(&container_dir)?));
+                match finished {
+                    Ok(()) => Ok(container),
+                    Err(err) => {
+                        // The init process exists and waits for `start`: kill it and drop what
+                        // libcontainer made before undoing the rest.
+                        if let Err(delete_err) = container.delete(true) {
+                            tracing::warn!("cannot delete half-created container: {delete_err}");
+                        }
+                        Err(err)
+                    }
+                }
             });
         match built {
             Ok(container) => Ok(container),
             Err(err) => {
                 undo(&container_dir, &leftovers);
-                release(&record.claims, &loaded.config);
+                // The scope's directories are among `leftovers`: exactly the ones this create
+                // made. Releasing the scope claim would also kill whatever else is in it.
+                release(&record.claims.without_scopes(), &loaded.config);
                 Err(err.context(format!("cannot create container {id:?}")))
             }
         }
@@ -115,23 +137,93 @@ impl Init<'_> {
             .build()?;
         Ok(container)
     }
+}
 
-    /// The cgroup directories this container's cgroupsPath will create (cgroupfs driver only:
-    /// with systemd, the unit's removal cleans up).
-    fn cgroup_dirs_to_create(
-        &self,
-        spec: &libcontainer::oci_spec::runtime::Spec,
-        globals: &Globals,
-    ) -> Vec<PathBuf> {
-        let path = spec
-            .linux()
-            .as_ref()
-            .and_then(|linux| linux.cgroups_path().clone());
-        match (globals.systemd_cgroup, path, cgroup::mounted_hierarchies()) {
-            (false, Some(path), Ok(hierarchies)) => cgroup::missing_dirs(&hierarchies, &path),
-            _ => Vec::new(),
+/// The cgroup work the slice edit's scope claim asks for (cgroupfs driver only; with systemd
+/// the unit's slice is systemd's to create).
+struct Placement {
+    hierarchies: cgroup::Hierarchies,
+    scope: Option<cgroup::CgroupPath>,
+}
+
+impl Placement {
+    /// Creates the acting owner's slices (idempotent; they outlive containers) and the slice
+    /// the scope nests in. Runs after the edits, so a refused request has created nothing.
+    fn prepare(claims: &Claims, config: &Config) -> Result<Self> {
+        let hierarchies = cgroup::Hierarchies::discover()
+            .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+        let Some((scope, slice)) = claims.scope() else {
+            return Ok(Self {
+                hierarchies,
+                scope: None,
+            });
+        };
+        let owners = cgroup::Owners::from_table(&config.slices.owners)?;
+        let mut slices = owners.hierarchy_of(&config.owner)?;
+        if let Some(slice) = slice {
+            slices.push(cgroup_path(slice)?);
+        }
+        for slice in &slices {
+            cgroup::Scope::new(&hierarchies, slice.clone())
+                .create()
+                .with_context(|| format!("cannot create slice {slice}"))?;
+        }
+        for (name, limits) in &config.slices.limits {
+            let slice = cgroup::CgroupPath::parse_slice(name)?;
+            match owners.owner_of(&slice) {
+                Some(owner) if owner == config.owner => {}
+                Some(_) => continue,
+                None => bail!(
+                    "config [slices.limits] names {slice}, which no owner holds in [slices.owners]"
+                ),
+            }
+            let scope = cgroup::Scope::new(&hierarchies, slice.clone());
+            scope
+                .create()
+                .and_then(|()| scope.apply_limits(limits))
+                .with_context(|| format!("cannot set the limits of slice {slice}"))?;
+        }
+        Ok(Self {
+            scope: Some(cgroup_path(scope)?),
+            hierarchies,
+        })
+    }
+
+    /// The scope's directories that do not exist yet, in every hierarchy: taken before the
+    /// create, exactly what a failed create must remove.
+    fn dirs_to_create(&self) -> Vec<PathBuf> {
+        match &self.scope {
+            Some(scope) => cgroup::missing_dirs(&self.hierarchies.mounts(), &scope.absolute()),
+            None => Vec::new(),
         }
     }
+
+    /// Puts the init process in the scope in the hierarchies libcontainer leaves alone. On a
+    /// hybrid host libcontainer's v1 manager joins only the v1 controllers it knows, so without
+    /// this the process stays in the root of the cgroup2 mount (`0::/` in /proc/PID/cgroup) and
+    /// of named hierarchies such as name=systemd, where clients that read /proc/PID/cgroup
+    /// (containerd's shim, podman) would not find it in its slice. Before `start` the init is
+    /// the container's only process, so moving it moves the whole container. The scope
+    /// claim's release removes these directories again at delete.
+    fn place_init(&self, container: &Container) -> Result<()> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        let pid = container
+            .pid()
+            .context("container has no init pid after create")?;
+        let targets = self.hierarchies.not_managed_by_libcontainer();
+        cgroup::Scope::new(&self.hierarchies, scope.clone())
+            .add_process(pid.as_raw(), &targets)
+            .with_context(|| format!("cannot place the init process {pid} in cgroup {scope}"))
+    }
+}
+
+fn cgroup_path(path: &Path) -> Result<cgroup::CgroupPath> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| anyhow!("cgroup path {} is not UTF-8", path.display()))?;
+    Ok(cgroup::CgroupPath::parse(text)?)
 }
 
 /// Removes what a failed create may have left: the state dir and the cgroup dirs it made.

@@ -1,14 +1,19 @@
 //! `events`: a container's cgroup statistics as runc's event lines, once (`--stats`) or every
 //! `--interval` seconds while it runs.
+//!
+//! `data` is libcgroups' statistics object plus `scope`: the container's cgroup path and the
+//! figures cdirun reads itself in every layout (memory current and max, CPU usage, process
+//! count), so a client gets them the same way on v1, hybrid and v2 hosts.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use libcgroups::common::CgroupManager;
-use libcontainer::container::ContainerStatus;
+use libcontainer::container::{Container, ContainerStatus};
 use serde::Serialize;
 
 use super::Globals;
+use crate::cgroup;
 
 /// runc's event envelope: `{"type":"stats","id":"<id>","data":{...}}`.
 #[derive(Serialize)]
@@ -23,6 +28,9 @@ pub fn events(args: liboci_cli::Events, globals: &Globals) -> Result<()> {
     let id = &args.container_id;
     let mut container = super::load_container(globals, id)?;
     let manager = super::cgroup_manager(&container)?;
+    let scope = scope_path(&container)?;
+    let hierarchies = cgroup::Hierarchies::discover()
+        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
     loop {
         if !matches!(
             container.status(),
@@ -33,12 +41,19 @@ pub fn events(args: liboci_cli::Events, globals: &Globals) -> Result<()> {
         let stats = manager
             .stats()
             .with_context(|| format!("cannot read statistics of container {id:?}"))?;
+        let mut data = serde_json::to_value(stats)?;
+        if let (Some(path), Some(object)) = (&scope, data.as_object_mut()) {
+            let metrics = cgroup::Scope::new(&hierarchies, path.clone())
+                .metrics()
+                .with_context(|| format!("cannot read the metrics of cgroup {path}"))?;
+            object.insert("scope".into(), serde_json::to_value(metrics)?);
+        }
         println!(
             "{}",
             serde_json::to_string(&Event {
                 kind: "stats",
                 id,
-                data: stats
+                data
             })?
         );
         if args.stats {
@@ -47,4 +62,20 @@ pub fn events(args: liboci_cli::Events, globals: &Globals) -> Result<()> {
         std::thread::sleep(Duration::from_secs(u64::from(args.interval.max(1))));
         container.refresh_status()?;
     }
+}
+
+/// The container's cgroupfs path as recorded at create; `None` with the systemd driver, whose
+/// `slice:prefix:name` form names a unit, not a directory.
+fn scope_path(container: &Container) -> Result<Option<cgroup::CgroupPath>> {
+    if container.systemd() {
+        return Ok(None);
+    }
+    let config = container.spec().with_context(|| {
+        format!(
+            "cannot read the recorded config of container {:?}",
+            container.id()
+        )
+    })?;
+    let text = config.cgroup_path.to_string_lossy();
+    Ok(Some(cgroup::CgroupPath::parse(&text)?))
 }

@@ -8,6 +8,7 @@ pub mod slice;
 use libcontainer::oci_spec::runtime::Spec;
 
 use crate::claims::Claims;
+use crate::config::Config;
 
 /// What an edit may know besides the spec: never globals, never the process environment.
 #[derive(Debug, Clone, Copy)]
@@ -15,6 +16,8 @@ pub struct Context<'a> {
     pub container_id: &'a str,
     /// `--systemd-cgroup`: cgroupsPath uses the `slice:prefix:name` form.
     pub systemd_cgroup: bool,
+    /// The config loaded for this create (the one recorded in `cdirun.json`).
+    pub config: &'a Config,
 }
 
 #[derive(Debug, thiserror::Error)]

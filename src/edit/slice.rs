@@ -1,20 +1,84 @@
-//! Cgroup placement: gives every container a cgroupsPath cdirun chose or accepted.
+//! Cgroup placement: puts every container in a slice its owner holds, or refuses it before
+//! anything is created.
+//!
+//! cdirun acts for one owner (config `owner`). The target slice is `io.cdirun.slice` or
+//! `[slices] default`; it must belong to that owner. With the cgroupfs driver the client's
+//! cgroupsPath is nested under the target slice (podman's `/libpod_parent/libpod-<id>` becomes
+//! `/workload.slice/libpod_parent/libpod-<id>`), except for `[slices] respect` prefixes, used as
+//! sent, and paths already in a slice of the owner. With `--systemd-cgroup` the slice part of
+//! `slice:prefix:name` is replaced by the target slice's unit. This module is pure: creating the
+//! slice and placing the process happen in `create`, from the claim this edit returns.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::Spec;
 
 use super::{Context, Edit, EditError};
-use crate::claims::Claims;
+use crate::cgroup::owners::expand_slice_unit;
+use crate::cgroup::{CgroupPath, OwnerError, Owners};
+use crate::claims::{Claim, Claims};
+
+/// Annotation naming the slice (or scope) a container goes in: a path such as
+/// `pact.slice/pact-gpu.slice` or `workload.slice/train.scope`, or a slice unit name such as
+/// `pact-gpu.slice`.
+pub const SLICE_ANNOTATION: &str = "io.cdirun.slice";
+/// Prefix cdirun gives a systemd scope when the client sent no cgroupsPath (as runc does).
+pub const SYSTEMD_PREFIX: &str = "cdirun";
+
+const FROM_ANNOTATION: &str = "annotation io.cdirun.slice";
+const FROM_DEFAULT: &str = "config [slices] default";
+const FROM_CLIENT: &str = "cgroupsPath";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SliceError {
     #[error("config.json has no \"linux\" section; cdirun runs Linux containers only")]
     NotLinux,
+    #[error(transparent)]
+    Path(#[from] OwnerError),
+    #[error("cgroupsPath {path:?} is not UTF-8")]
+    NotUtf8 { path: PathBuf },
+    #[error(
+        "{source_name} asks for slice {slice}, which belongs to owner {owner:?}; cdirun acts for {acting:?} (config `owner`)"
+    )]
+    Foreign {
+        source_name: &'static str,
+        slice: String,
+        owner: String,
+        acting: String,
+    },
+    #[error(
+        "{source_name} asks for {slice}, which no owner holds in [slices.owners] ({owners}); cdirun acts for {acting:?}, which owns only its own slices"
+    )]
+    Unowned {
+        source_name: &'static str,
+        slice: String,
+        owners: String,
+        acting: String,
+    },
+    #[error(
+        "{source_name} {path} names a slice itself; a container needs its own cgroup below the slice"
+    )]
+    SliceItself {
+        source_name: &'static str,
+        path: String,
+    },
+    #[error(
+        "cgroupsPath {path:?} is not in the systemd form slice:prefix:name (--systemd-cgroup); prefix and name must be plain names"
+    )]
+    SystemdForm { path: String },
+    #[error(
+        "slice {slice} has no systemd unit name (--systemd-cgroup); nest slices as systemd does, e.g. pact.slice/pact-gpu.slice"
+    )]
+    NotSystemdUnit { slice: String },
+    #[error(
+        "annotation io.cdirun.slice names scope {scope}; a scope target needs the cgroupfs driver, with --systemd-cgroup name a slice"
+    )]
+    ScopeNeedsCgroupfs { scope: String },
+    #[error("config [slices] respect entry {entry:?} is invalid: {cause}")]
+    BadRespect { entry: String, cause: OwnerError },
 }
 
-/// Fills in a cgroupsPath when the client gave none, as runc does (`/<id>` for cgroupfs,
-/// `system.slice:cdirun:<id>` for systemd) instead of libcontainer's youki-branded default.
+/// Decides the container's cgroupsPath (see the module doc) and claims its scope.
 pub struct Placement;
 
 impl Edit for Placement {
@@ -23,69 +87,653 @@ impl Edit for Placement {
     }
 
     fn apply(&self, spec: &mut Spec, ctx: &Context) -> Result<Claims, EditError> {
+        let annotation = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(SLICE_ANNOTATION))
+            .cloned();
         let linux = spec.linux_mut().as_mut().ok_or(SliceError::NotLinux)?;
-        if linux.cgroups_path().is_none() {
-            linux.set_cgroups_path(Some(default_cgroups_path(ctx)));
-        }
-        Ok(Claims::default())
+        let plan = plan(linux.cgroups_path().as_deref(), annotation.as_deref(), ctx)?;
+        linux.set_cgroups_path(Some(plan.cgroups_path));
+        Ok(Claims(plan.scope.into_iter().collect()))
     }
 }
 
-fn default_cgroups_path(ctx: &Context) -> PathBuf {
+/// Where a container's cgroup goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub cgroups_path: PathBuf,
+    /// cgroupfs only: the scope claim (the systemd driver leaves the scope to systemd).
+    pub scope: Option<Claim>,
+}
+
+/// The placement decision, pure: client cgroupsPath + annotation + config → cgroupsPath.
+pub fn plan(
+    client: Option<&Path>,
+    annotation: Option<&str>,
+    ctx: &Context,
+) -> Result<Plan, SliceError> {
+    let owners = Owners::from_table(&ctx.config.slices.owners)?;
+    let acting = ctx.config.owner.as_str();
+    owners.hierarchy_of(acting)?;
+    let check = Check {
+        owners: &owners,
+        acting,
+    };
+    let target = match annotation.map(str::trim) {
+        Some(value) => check.owned(CgroupPath::parse_slice(value)?, FROM_ANNOTATION)?,
+        None => check.owned(
+            CgroupPath::parse_slice(&ctx.config.slices.default)?,
+            FROM_DEFAULT,
+        )?,
+    };
+    let respect = ctx
+        .config
+        .slices
+        .respect
+        .iter()
+        .map(|entry| {
+            CgroupPath::parse(entry).map_err(|cause| SliceError::BadRespect {
+                entry: entry.clone(),
+                cause,
+            })
+        })
+        .filter(|parsed| !matches!(parsed, Ok(path) if path.is_root()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let respected = |path: &CgroupPath| respect.iter().any(|prefix| path.starts_with(prefix));
+    let client = client
+        .map(|path| {
+            path.to_str().ok_or_else(|| SliceError::NotUtf8 {
+                path: path.to_owned(),
+            })
+        })
+        .transpose()?;
     if ctx.systemd_cgroup {
-        format!("system.slice:cdirun:{}", ctx.container_id).into()
+        systemd_plan(client, &target, &check, respected, ctx.container_id)
     } else {
-        format!("/{}", ctx.container_id).into()
+        cgroupfs_plan(client, target, &check, respected, ctx.container_id)
     }
+}
+
+struct Check<'a> {
+    owners: &'a Owners,
+    acting: &'a str,
+}
+
+impl Check<'_> {
+    /// `path` if the acting owner holds it, else the error naming the slice and its owner.
+    fn owned(&self, path: CgroupPath, source_name: &'static str) -> Result<CgroupPath, SliceError> {
+        match self.owners.owner_of(&path) {
+            Some(owner) if owner == self.acting => Ok(path),
+            Some(owner) => Err(SliceError::Foreign {
+                source_name,
+                slice: path.to_string(),
+                owner: owner.to_owned(),
+                acting: self.acting.to_owned(),
+            }),
+            None => Err(SliceError::Unowned {
+                source_name,
+                slice: path.to_string(),
+                owners: self.owners.describe(),
+                acting: self.acting.to_owned(),
+            }),
+        }
+    }
+}
+
+fn is_scope(path: &CgroupPath) -> bool {
+    path.last().is_some_and(|last| last.ends_with(".scope"))
+}
+
+fn is_slice(path: &CgroupPath) -> bool {
+    path.last().is_some_and(|last| last.ends_with(".slice"))
+}
+
+fn cgroupfs_plan(
+    client: Option<&str>,
+    target: CgroupPath,
+    check: &Check,
+    respected: impl Fn(&CgroupPath) -> bool,
+    id: &str,
+) -> Result<Plan, SliceError> {
+    let scoped = |path: CgroupPath, slice: Option<CgroupPath>| Plan {
+        cgroups_path: path.absolute(),
+        scope: Some(Claim::Scope {
+            path: path.absolute(),
+            slice: slice.map(|s| s.absolute()),
+        }),
+    };
+    let parent_of_scope = |scope: &CgroupPath| {
+        let mut parts = scope.components().to_vec();
+        parts.pop();
+        CgroupPath::parse(&parts.join("/")).unwrap_or_default()
+    };
+    let Some(client) = client.filter(|c| !c.is_empty()) else {
+        return Ok(if is_scope(&target) {
+            let slice = parent_of_scope(&target);
+            scoped(target, Some(slice))
+        } else {
+            let path = target.child(id);
+            scoped(path, Some(target))
+        });
+    };
+    let path = CgroupPath::parse(client)?;
+    if path.is_root() || is_slice(&path) {
+        return Err(SliceError::SliceItself {
+            source_name: FROM_CLIENT,
+            path: client.to_owned(),
+        });
+    }
+    if respected(&path) {
+        return Ok(scoped(path, None));
+    }
+    match check.owners.owner_of(&path) {
+        // Already in a slice of this owner (a client that knows, or this edit run before).
+        Some(owner) if owner == check.acting => {
+            let slice = if is_scope(&target) && path == target {
+                parent_of_scope(&target)
+            } else if path.starts_with(&target) {
+                target
+            } else {
+                check.owners.root_of(&path).cloned().unwrap_or(target)
+            };
+            Ok(scoped(path, Some(slice)))
+        }
+        Some(_) => Err(check.owned(path, FROM_CLIENT).unwrap_err()),
+        None if is_scope(&target) => {
+            let slice = parent_of_scope(&target);
+            Ok(scoped(target, Some(slice)))
+        }
+        None => Ok(scoped(target.join(&path), Some(target))),
+    }
+}
+
+fn systemd_plan(
+    client: Option<&str>,
+    target: &CgroupPath,
+    check: &Check,
+    respected: impl Fn(&CgroupPath) -> bool,
+    id: &str,
+) -> Result<Plan, SliceError> {
+    if is_scope(target) {
+        return Err(SliceError::ScopeNeedsCgroupfs {
+            scope: target.to_string(),
+        });
+    }
+    let unit = target
+        .slice_unit()
+        .ok_or_else(|| SliceError::NotSystemdUnit {
+            slice: target.to_string(),
+        })?;
+    let plain = |part: &str| !part.contains('/') && part != ".." && part != ".";
+    let (slice, prefix, name) = match client.filter(|c| !c.is_empty()) {
+        None => (String::new(), SYSTEMD_PREFIX.to_owned(), id.to_owned()),
+        Some(client) => {
+            let bad = || SliceError::SystemdForm {
+                path: client.to_owned(),
+            };
+            let parts: Vec<&str> = client.split(':').collect();
+            let [slice, prefix, name] = parts[..] else {
+                return Err(bad());
+            };
+            if name.is_empty() || !plain(prefix) || !plain(name) {
+                return Err(bad());
+            }
+            (slice.to_owned(), prefix.to_owned(), name.to_owned())
+        }
+    };
+    let slice = if slice.is_empty() {
+        unit
+    } else {
+        let path = expand_slice_unit(&slice).ok_or_else(|| SliceError::SystemdForm {
+            path: client.unwrap_or_default().to_owned(),
+        })?;
+        match check.owners.owner_of(&path) {
+            _ if !path.is_root() && respected(&path) => slice,
+            Some(owner) if owner == check.acting => slice,
+            Some(_) => return Err(check.owned(path, FROM_CLIENT).unwrap_err()),
+            None => unit,
+        }
+    };
+    Ok(Plan {
+        cgroups_path: format!("{slice}:{prefix}:{name}").into(),
+        scope: None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
-    fn ctx(systemd_cgroup: bool) -> Context<'static> {
+    use crate::config::Config;
+
+    fn config(respect: &[&str]) -> Config {
+        let mut config = Config::default();
+        config.slices.respect = respect.iter().map(|s| s.to_string()).collect();
+        config
+    }
+
+    fn ctx(config: &Config, systemd_cgroup: bool) -> Context<'_> {
         Context {
             container_id: "c1",
             systemd_cgroup,
+            config,
         }
     }
 
-    fn with_path(path: Option<&str>) -> Spec {
+    fn spec(path: Option<&str>, annotation: Option<&str>) -> Spec {
         let mut spec = Spec::default();
         spec.linux_mut()
             .as_mut()
             .unwrap()
             .set_cgroups_path(path.map(PathBuf::from));
+        if let Some(value) = annotation {
+            spec.set_annotations(Some(HashMap::from([(
+                SLICE_ANNOTATION.to_owned(),
+                value.to_owned(),
+            )])));
+        }
         spec
     }
 
+    fn scope(path: &str, slice: Option<&str>) -> Claims {
+        Claims(vec![Claim::Scope {
+            path: path.into(),
+            slice: slice.map(PathBuf::from),
+        }])
+    }
+
+    /// (name, cgroupsPath, annotation, respect, systemd, want cgroupsPath, want slice of the
+    /// scope claim; `None` with a cgroupfs path means a respected path, no slice)
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static [&'static str],
+        bool,
+        &'static str,
+        Option<&'static str>,
+    );
+
     #[test]
     fn placement_table() {
-        let cases = [
-            ("absent, cgroupfs", None, false, Some("/c1")),
+        let cases: &[Case] = &[
             (
-                "absent, systemd",
+                "absent",
+                None,
+                None,
+                &[],
+                false,
+                "/workload.slice/c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "podman",
+                Some("/libpod_parent/libpod-c1"),
+                None,
+                &[],
+                false,
+                "/workload.slice/libpod_parent/libpod-c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "ctr",
+                Some("/default/c1"),
+                None,
+                &[],
+                false,
+                "/workload.slice/default/c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "relative",
+                Some("ns/c1"),
+                None,
+                &[],
+                false,
+                "/workload.slice/ns/c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "messy path normalized",
+                Some("//ns/./c1/"),
+                None,
+                &[],
+                false,
+                "/workload.slice/ns/c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "CRI without respect is nested",
+                Some("/kubepods/burstable/pod1/c1"),
+                None,
+                &[],
+                false,
+                "/workload.slice/kubepods/burstable/pod1/c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "CRI respected",
+                Some("/kubepods/burstable/pod1/c1"),
+                None,
+                &["/kubepods"],
+                false,
+                "/kubepods/burstable/pod1/c1",
+                None,
+            ),
+            (
+                "respect is by component",
+                Some("/kubepods-x/c1"),
+                None,
+                &["/kubepods"],
+                false,
+                "/workload.slice/kubepods-x/c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "conformance",
+                Some("/cgrouptest/c1"),
+                None,
+                &["/cgrouptest"],
+                false,
+                "/cgrouptest/c1",
+                None,
+            ),
+            (
+                "already owned",
+                Some("/workload.slice/x/c1"),
+                None,
+                &[],
+                false,
+                "/workload.slice/x/c1",
+                Some("/workload.slice"),
+            ),
+            (
+                "annotation path",
+                Some("/libpod_parent/c1"),
+                Some("workload.slice/train.slice"),
+                &[],
+                false,
+                "/workload.slice/train.slice/libpod_parent/c1",
+                Some("/workload.slice/train.slice"),
+            ),
+            (
+                "annotation unit",
+                None,
+                Some("workload-train.slice"),
+                &[],
+                false,
+                "/workload.slice/workload-train.slice/c1",
+                Some("/workload.slice/workload-train.slice"),
+            ),
+            (
+                "annotation scope",
+                Some("/libpod_parent/c1"),
+                Some("/workload.slice/job.scope"),
+                &[],
+                false,
+                "/workload.slice/job.scope",
+                Some("/workload.slice"),
+            ),
+            (
+                "systemd absent",
+                None,
+                None,
+                &[],
+                true,
+                "workload.slice:cdirun:c1",
+                None,
+            ),
+            (
+                "systemd podman",
+                Some("machine.slice:libpod:c1"),
+                None,
+                &[],
+                true,
+                "workload.slice:libpod:c1",
+                None,
+            ),
+            (
+                "systemd empty slice",
+                Some(":cri-containerd:c1"),
+                None,
+                &[],
+                true,
+                "workload.slice:cri-containerd:c1",
+                None,
+            ),
+            (
+                "systemd owned kept",
+                Some("workload-batch.slice:crio:c1"),
+                None,
+                &[],
+                true,
+                "workload-batch.slice:crio:c1",
+                None,
+            ),
+            (
+                "systemd respected",
+                Some("kubepods-burstable.slice:cri-containerd:c1"),
+                None,
+                &["/kubepods.slice"],
+                true,
+                "kubepods-burstable.slice:cri-containerd:c1",
+                None,
+            ),
+            (
+                "systemd annotation",
+                Some("system.slice:docker:c1"),
+                Some("workload-gpu.slice"),
+                &[],
+                true,
+                "workload-gpu.slice:docker:c1",
+                None,
+            ),
+        ];
+        for (name, input, annotation, respect, systemd, want, slice) in cases {
+            let config = config(respect);
+            let ctx = ctx(&config, *systemd);
+            let mut got = spec(*input, *annotation);
+            let claims = Placement.apply(&mut got, &ctx).unwrap();
+            assert_eq!(got, spec(Some(want), *annotation), "{name}");
+            let want_claims = if *systemd {
+                Claims::default()
+            } else {
+                scope(want, *slice)
+            };
+            assert_eq!(claims, want_claims, "{name}");
+            // idempotent
+            let again = Placement.apply(&mut got, &ctx).unwrap();
+            assert_eq!(got, spec(Some(want), *annotation), "{name} (twice)");
+            assert_eq!(again, want_claims, "{name} (twice)");
+        }
+    }
+
+    #[test]
+    fn pact_owner_places_in_its_sub_slices() {
+        let mut config = config(&[]);
+        config.owner = "pact".into();
+        config.slices.default = "pact-infra.slice".into();
+        let mut got = spec(Some("/ns/c1"), Some("pact-gpu.slice"));
+        Placement.apply(&mut got, &ctx(&config, false)).unwrap();
+        assert_eq!(
+            got,
+            spec(
+                Some("/pact.slice/pact-gpu.slice/ns/c1"),
+                Some("pact-gpu.slice")
+            )
+        );
+        let mut got = spec(None, None);
+        Placement.apply(&mut got, &ctx(&config, false)).unwrap();
+        assert_eq!(got, spec(Some("/pact.slice/pact-infra.slice/c1"), None));
+    }
+
+    /// (name, cgroupsPath, annotation, systemd, words the error must contain)
+    type Refusal = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+        &'static [&'static str],
+    );
+
+    #[test]
+    fn refusals_name_the_slice_and_its_owner_and_leave_the_spec_alone() {
+        let cases: &[Refusal] = &[
+            (
+                "foreign annotation",
+                None,
+                Some("pact.slice"),
+                false,
+                &["/pact.slice", "\"pact\"", "\"workload\""],
+            ),
+            (
+                "foreign sub-slice unit",
+                None,
+                Some("pact-gpu.slice"),
+                false,
+                &["/pact.slice/pact-gpu.slice", "\"pact\""],
+            ),
+            (
+                "prefix is not ownership",
+                None,
+                Some("workload.slice-extra"),
+                false,
+                &[
+                    "/workload.slice-extra",
+                    "no owner",
+                    "workload = /workload.slice",
+                ],
+            ),
+            (
+                "dot dot in annotation",
+                None,
+                Some("workload.slice/../pact.slice"),
+                false,
+                &["\"..\"", "workload.slice/../pact.slice"],
+            ),
+            (
+                "dot dot in cgroupsPath",
+                Some("/ns/../../pact.slice/c1"),
+                None,
+                false,
+                &["\"..\"", "/ns/../../pact.slice/c1"],
+            ),
+            (
+                "absolute escape to the root",
+                None,
+                Some("/"),
+                false,
+                &["asks for /", "no owner"],
+            ),
+            (
+                "absolute escape elsewhere",
+                None,
+                Some("/system.slice"),
+                false,
+                &["/system.slice", "no owner"],
+            ),
+            (
+                "foreign cgroupsPath",
+                Some("/pact.slice/pact-audit.slice/c1"),
+                None,
+                false,
+                &["cgroupsPath", "/pact.slice/pact-audit.slice/c1", "\"pact\""],
+            ),
+            (
+                "cgroupsPath is the root",
+                Some("/"),
+                None,
+                false,
+                &["names a slice itself"],
+            ),
+            (
+                "cgroupsPath is a slice",
+                Some("/workload.slice"),
+                None,
+                false,
+                &["/workload.slice", "names a slice itself"],
+            ),
+            (
+                "systemd foreign",
+                Some("pact-network.slice:x:c1"),
                 None,
                 true,
-                Some("system.slice:cdirun:c1"),
+                &["/pact.slice/pact-network.slice", "\"pact\""],
             ),
-            ("client path kept", Some("/ns/c1"), false, Some("/ns/c1")),
+            (
+                "systemd escape in name",
+                Some("system.slice:x:../c1"),
+                None,
+                true,
+                &["system.slice:x:../c1", "slice:prefix:name"],
+            ),
+            (
+                "systemd two parts",
+                Some("system.slice:c1"),
+                None,
+                true,
+                &["slice:prefix:name"],
+            ),
+            (
+                "systemd scope target",
+                None,
+                Some("workload.slice/job.scope"),
+                true,
+                &["job.scope", "cgroupfs"],
+            ),
+            (
+                "systemd non-unit slice",
+                None,
+                Some("workload.slice/train.slice"),
+                true,
+                &["/workload.slice/train.slice", "systemd unit"],
+            ),
         ];
-        for (name, input, systemd, want) in cases {
-            let mut spec = with_path(input);
-            Placement.apply(&mut spec, &ctx(systemd)).unwrap();
-            assert_eq!(spec, with_path(want), "{name}");
-            // idempotent
-            Placement.apply(&mut spec, &ctx(systemd)).unwrap();
-            assert_eq!(spec, with_path(want), "{name} (twice)");
+        let config = config(&[]);
+        for (name, input, annotation, systemd, words) in cases {
+            let mut got = spec(*input, *annotation);
+            let before = got.clone();
+            let err = Placement
+                .apply(&mut got, &ctx(&config, *systemd))
+                .expect_err(name)
+                .to_string();
+            for word in *words {
+                assert!(err.contains(word), "{name}: {err:?} lacks {word:?}");
+            }
+            assert_eq!(got, before, "{name}");
+        }
+    }
+
+    #[test]
+    fn config_errors_are_refused() {
+        let mut unknown_owner = config(&[]);
+        unknown_owner.owner = "nobody".into();
+        let mut foreign_default = config(&[]);
+        foreign_default.slices.default = "pact.slice".into();
+        let mut bad_respect = config(&[]);
+        bad_respect.slices.respect = vec!["/a/../b".into()];
+        for (config, word) in [
+            (unknown_owner, "\"nobody\""),
+            (foreign_default, "[slices] default"),
+            (bad_respect, "respect entry \"/a/../b\""),
+        ] {
+            let err = Placement
+                .apply(&mut spec(None, None), &ctx(&config, false))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(word), "{err}");
         }
     }
 
     #[test]
     fn non_linux_spec_is_refused_and_untouched() {
+        let config = Config::default();
         let mut spec = Spec::default();
         spec.set_linux(None);
         let before = spec.clone();
-        assert!(Placement.apply(&mut spec, &ctx(false)).is_err());
+        assert!(Placement.apply(&mut spec, &ctx(&config, false)).is_err());
         assert_eq!(spec, before);
     }
 }

@@ -1,0 +1,747 @@
+//! One cgroup path across every mounted hierarchy: create it, put a process in it, set slice
+//! limits (v2 files, or their v1 equivalents where the controller is bound to v1), read its
+//! metrics, kill what runs in it, and remove it.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::{CgroupPath, Hierarchies, Hierarchy};
+
+const PROCS: &str = "cgroup.procs";
+/// v1 reports "no limit" as a page-aligned i64::MAX; anything this large is unlimited.
+const V1_UNLIMITED: u64 = 1 << 62;
+/// How long removal waits for killed processes to leave a cgroup.
+const DRAIN_ATTEMPTS: u32 = 100;
+const DRAIN_PAUSE: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("cannot create cgroup {dir}: {cause}")]
+    Create { dir: PathBuf, cause: io::Error },
+    #[error("cannot write {value:?} to {file}: {cause}")]
+    Write {
+        file: PathBuf,
+        value: String,
+        cause: io::Error,
+    },
+    #[error("cannot read {file}: {cause}")]
+    Read { file: PathBuf, cause: io::Error },
+    #[error("{file}: cannot parse {content:?}")]
+    Parse { file: PathBuf, content: String },
+    #[error(
+        "cannot set {limit} on cgroup {path}: no mounted hierarchy offers the {controller} controller"
+    )]
+    NoController {
+        limit: &'static str,
+        path: String,
+        controller: &'static str,
+    },
+    #[error("cpu-weight {weight} for cgroup {path} is out of range: use 1..=10000")]
+    CpuWeight { weight: u64, path: String },
+    #[error(
+        "io-max entry {entry:?} for cgroup {path}: use \"MAJOR:MINOR key=value...\" with keys rbps, wbps, riops, wiops and a number or \"max\""
+    )]
+    IoMax { entry: String, path: String },
+    #[error("cgroup {dir} still has processes {pids:?} after SIGKILL")]
+    Busy { dir: PathBuf, pids: Vec<i32> },
+    #[error("cannot remove cgroup {dir}: {cause}")]
+    Remove { dir: PathBuf, cause: io::Error },
+}
+
+/// Limits for a slice or scope, in cgroup v2 terms (the public vocabulary); translated to the v1
+/// files where the controller is bound to a v1 hierarchy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Limits {
+    /// Bytes: v2 `memory.max`, v1 `memory.limit_in_bytes`.
+    pub memory_max: Option<u64>,
+    /// 1..=10000: v2 `cpu.weight`, v1 `cpu.shares` (runc's conversion).
+    pub cpu_weight: Option<u64>,
+    /// v2 `io.max` lines, e.g. "8:0 rbps=1048576 wiops=100"; v1 `blkio.throttle.*_device`.
+    pub io_max: Vec<String>,
+}
+
+/// What `events --stats` reports for a scope. `None`: no hierarchy offers that figure;
+/// `memory.max` `None` also means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    pub path: String,
+    pub memory: MemoryMetrics,
+    pub cpu: CpuMetrics,
+    pub pids: PidsMetrics,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryMetrics {
+    pub current: Option<u64>,
+    pub max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CpuMetrics {
+    pub usage_usec: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PidsMetrics {
+    pub current: u64,
+}
+
+/// One io.max line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IoMax {
+    device: String,
+    /// (v2 key, value; `None` = "max").
+    settings: Vec<(&'static str, Option<u64>)>,
+}
+
+const IO_KEYS: [(&str, &str); 4] = [
+    ("rbps", "blkio.throttle.read_bps_device"),
+    ("wbps", "blkio.throttle.write_bps_device"),
+    ("riops", "blkio.throttle.read_iops_device"),
+    ("wiops", "blkio.throttle.write_iops_device"),
+];
+
+fn parse_io_max(entry: &str, path: &CgroupPath) -> Result<IoMax, ScopeError> {
+    let bad = || ScopeError::IoMax {
+        entry: entry.into(),
+        path: path.to_string(),
+    };
+    let mut words = entry.split_whitespace();
+    let device = words.next().ok_or_else(bad)?;
+    let (major, minor) = device.split_once(':').ok_or_else(bad)?;
+    if major.parse::<u32>().is_err() || minor.parse::<u32>().is_err() {
+        return Err(bad());
+    }
+    let mut settings = Vec::new();
+    for word in words {
+        let (key, value) = word.split_once('=').ok_or_else(bad)?;
+        let key = IO_KEYS
+            .iter()
+            .map(|(k, _)| *k)
+            .find(|k| *k == key)
+            .ok_or_else(bad)?;
+        let value = match value {
+            "max" => None,
+            number => Some(number.parse().map_err(|_| bad())?),
+        };
+        settings.push((key, value));
+    }
+    if settings.is_empty() {
+        return Err(bad());
+    }
+    Ok(IoMax {
+        device: device.into(),
+        settings,
+    })
+}
+
+/// runc's cpu.weight <-> cpu.shares mapping, inverted: weight 1..=10000 to shares 2..=262144.
+pub fn weight_to_shares(weight: u64) -> u64 {
+    2 + ((weight - 1) * 262_142) / 9_999
+}
+
+/// A cgroup path in every hierarchy of the host.
+pub struct Scope<'a> {
+    hierarchies: &'a Hierarchies,
+    path: CgroupPath,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(hierarchies: &'a Hierarchies, path: CgroupPath) -> Self {
+        Self { hierarchies, path }
+    }
+
+    /// The scope's directory in every hierarchy.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.hierarchies.iter().map(|h| h.dir(&self.path)).collect()
+    }
+
+    /// Creates the scope (and missing parents) in every hierarchy; idempotent. A new v1 cpuset
+    /// directory starts with no CPUs or memory nodes, so those are copied from its parent.
+    pub fn create(&self) -> Result<(), ScopeError> {
+        for hierarchy in self.hierarchies.iter() {
+            create_in(hierarchy, &self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into the scope in `hierarchies` (creating it there as needed).
+    pub fn add_process(&self, pid: i32, hierarchies: &[&Hierarchy]) -> Result<(), ScopeError> {
+        for hierarchy in hierarchies {
+            create_in(hierarchy, &self.path)?;
+            write(&hierarchy.dir(&self.path).join(PROCS), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Writes `limits`, each through the v1 hierarchy that has its controller, else through
+    /// cgroup v2 (enabling the controller in every ancestor's `cgroup.subtree_control`).
+    pub fn apply_limits(&self, limits: &Limits) -> Result<(), ScopeError> {
+        if let Some(bytes) = limits.memory_max {
+            match self.v1_dir("memory") {
+                Some(dir) => write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?,
+                None => {
+                    let dir = self.v2_dir("memory", "memory-max")?;
+                    write(&dir.join("memory.max"), &bytes.to_string())?;
+                }
+            }
+        }
+        if let Some(weight) = limits.cpu_weight {
+            if !(1..=10_000).contains(&weight) {
+                return Err(ScopeError::CpuWeight {
+                    weight,
+                    path: self.path.to_string(),
+                });
+            }
+            match self.v1_dir("cpu") {
+                Some(dir) => write(
+                    &dir.join("cpu.shares"),
+                    &weight_to_shares(weight).to_string(),
+                )?,
+                None => {
+                    let dir = self.v2_dir("cpu", "cpu-weight")?;
+                    write(&dir.join("cpu.weight"), &weight.to_string())?;
+                }
+            }
+        }
+        let io: Vec<IoMax> = limits
+            .io_max
+            .iter()
+            .map(|entry| parse_io_max(entry, &self.path))
+            .collect::<Result<_, _>>()?;
+        if !io.is_empty() {
+            match self.v1_dir("blkio") {
+                Some(dir) => {
+                    for line in &io {
+                        for (key, value) in &line.settings {
+                            let file = IO_KEYS.iter().find(|(k, _)| k == key).map(|(_, f)| *f);
+                            // v1 removes a throttle when it is set to 0.
+                            let value = value.unwrap_or(0);
+                            write(
+                                &dir.join(file.unwrap_or_default()),
+                                &format!("{} {value}", line.device),
+                            )?;
+                        }
+                    }
+                }
+                None => {
+                    let dir = self.v2_dir("io", "io-max")?;
+                    for line in &io {
+                        let settings: Vec<String> = line
+                            .settings
+                            .iter()
+                            .map(|(key, value)| match value {
+                                Some(number) => format!("{key}={number}"),
+                                None => format!("{key}=max"),
+                            })
+                            .collect();
+                        write(
+                            &dir.join("io.max"),
+                            &format!("{} {}", line.device, settings.join(" ")),
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Memory in use and its limit, CPU time used, and the number of processes. Each figure
+    /// comes from the v1 controller when one is mounted, else from cgroup v2.
+    pub fn metrics(&self) -> Result<Metrics, ScopeError> {
+        let mut metrics = Metrics {
+            path: self.path.to_string(),
+            ..Metrics::default()
+        };
+        let v2 = self
+            .hierarchies
+            .iter()
+            .find(|h| h.is_v2())
+            .map(|h| h.dir(&self.path))
+            .filter(|dir| dir.exists());
+        if let Some(dir) = self.v1_dir("memory") {
+            metrics.memory.current = Some(read_u64(&dir.join("memory.usage_in_bytes"))?);
+            let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
+            metrics.memory.max = (limit < V1_UNLIMITED).then_some(limit);
+        } else if let Some(dir) = v2.as_ref().filter(|d| d.join("memory.current").exists()) {
+            metrics.memory.current = Some(read_u64(&dir.join("memory.current"))?);
+            metrics.memory.max = read_max(&dir.join("memory.max"))?;
+        }
+        if let Some(dir) = self.v1_dir("cpuacct") {
+            metrics.cpu.usage_usec = Some(read_u64(&dir.join("cpuacct.usage"))? / 1000);
+        } else if let Some(dir) = &v2 {
+            // cpu.stat's usage_usec is kept by every v2 cgroup, with or without the cpu controller.
+            metrics.cpu.usage_usec = read_keyed(&dir.join("cpu.stat"), "usage_usec")?;
+        }
+        let pids_dir = self
+            .v1_dir("pids")
+            .or_else(|| v2.clone().filter(|d| d.join("pids.current").exists()));
+        metrics.pids.current = match pids_dir {
+            Some(dir) => read_u64(&dir.join("pids.current"))?,
+            None => self.pids()?.len() as u64,
+        };
+        Ok(metrics)
+    }
+
+    /// True when no process is left in the scope in any hierarchy (v2: `populated 0` in
+    /// `cgroup.events`, which also counts descendants; v1: an empty `cgroup.procs`).
+    pub fn is_empty(&self) -> Result<bool, ScopeError> {
+        for hierarchy in self.hierarchies.iter() {
+            let dir = hierarchy.dir(&self.path);
+            if !dir.exists() {
+                continue;
+            }
+            let events = dir.join("cgroup.events");
+            if hierarchy.is_v2() && events.exists() {
+                if read_keyed(&events, "populated")? != Some(0) {
+                    return Ok(false);
+                }
+            } else if !read_pids(&dir.join(PROCS))?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Kills everything in the scope and waits until it is empty. `cgroup.kill` (v2, Linux
+    /// 5.14+) kills the whole subtree at once with no pid-reuse race; without it (v1, older
+    /// kernels) every listed pid gets SIGKILL, repeatedly, because a process may fork between
+    /// the listing and the signal.
+    pub fn kill(&self) -> Result<(), ScopeError> {
+        for hierarchy in self.hierarchies.iter().filter(|h| h.is_v2()) {
+            let file = hierarchy.dir(&self.path).join("cgroup.kill");
+            if file.exists() {
+                write(&file, "1")?;
+            }
+        }
+        for _ in 0..DRAIN_ATTEMPTS {
+            let pids = self.pids()?;
+            if pids.is_empty() && self.is_empty()? {
+                return Ok(());
+            }
+            for pid in pids {
+                // A process that exited meanwhile is what we want anyway.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(DRAIN_PAUSE);
+        }
+        let pids = self.pids()?;
+        Err(ScopeError::Busy {
+            dir: self.dirs().into_iter().next().unwrap_or_default(),
+            pids,
+        })
+    }
+
+    /// Kills what is left, then removes the scope's directory in every hierarchy. Idempotent:
+    /// a directory already gone is fine. Parents are kept (other scopes may share them).
+    pub fn remove(&self) -> Result<(), ScopeError> {
+        if !self.is_empty()? {
+            self.kill()?;
+        }
+        for dir in self.dirs() {
+            remove_dir_retrying(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Every pid listed in the scope's `cgroup.procs` in any hierarchy, deduplicated.
+    pub fn pids(&self) -> Result<Vec<i32>, ScopeError> {
+        let mut pids = Vec::new();
+        for dir in self.dirs() {
+            if dir.exists() {
+                pids.extend(read_pids(&dir.join(PROCS))?);
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    fn v1_dir(&self, controller: &str) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.has_v1(controller))
+            .map(|h| h.dir(&self.path))
+    }
+
+    /// The scope's v2 directory with `controller` enabled on the way down from the root.
+    fn v2_dir(&self, controller: &'static str, limit: &'static str) -> Result<PathBuf, ScopeError> {
+        let no_controller = || ScopeError::NoController {
+            limit,
+            path: self.path.to_string(),
+            controller,
+        };
+        let hierarchy = self
+            .hierarchies
+            .iter()
+            .find(|h| h.is_v2())
+            .ok_or_else(no_controller)?;
+        let available =
+            fs::read_to_string(hierarchy.mount.join("cgroup.controllers")).unwrap_or_default();
+        if !available.split_whitespace().any(|c| c == controller) {
+            return Err(no_controller());
+        }
+        let mut dir = hierarchy.mount.clone();
+        for component in self.path.components() {
+            write(
+                &dir.join("cgroup.subtree_control"),
+                &format!("+{controller}"),
+            )?;
+            dir.push(component);
+        }
+        Ok(dir)
+    }
+}
+
+fn create_in(hierarchy: &Hierarchy, path: &CgroupPath) -> Result<(), ScopeError> {
+    let mut dir = hierarchy.mount.clone();
+    for component in path.components() {
+        let parent = dir.clone();
+        dir.push(component);
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                if hierarchy.has_v1("cpuset") {
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let current = fs::read_to_string(dir.join(file)).unwrap_or_default();
+                        if current.trim().is_empty() {
+                            let inherited = read(&parent.join(file))?;
+                            write(&dir.join(file), inherited.trim())?;
+                        }
+                    }
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(cause) => return Err(ScopeError::Create { dir, cause }),
+        }
+    }
+    Ok(())
+}
+
+/// rmdir, retried while the kernel still counts exiting processes in the cgroup.
+pub(super) fn remove_dir_retrying(dir: &Path) -> Result<(), ScopeError> {
+    let mut attempts = 0;
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err)
+                if err.raw_os_error() == Some(nix::libc::EBUSY) && attempts < DRAIN_ATTEMPTS =>
+            {
+                attempts += 1;
+                std::thread::sleep(DRAIN_PAUSE);
+            }
+            Err(cause) => {
+                return Err(ScopeError::Remove {
+                    dir: dir.to_owned(),
+                    cause,
+                });
+            }
+        }
+    }
+}
+
+fn write(file: &Path, value: &str) -> Result<(), ScopeError> {
+    fs::write(file, value).map_err(|cause| ScopeError::Write {
+        file: file.to_owned(),
+        value: value.to_owned(),
+        cause,
+    })
+}
+
+fn read(file: &Path) -> Result<String, ScopeError> {
+    fs::read_to_string(file).map_err(|cause| ScopeError::Read {
+        file: file.to_owned(),
+        cause,
+    })
+}
+
+fn read_u64(file: &Path) -> Result<u64, ScopeError> {
+    let content = read(file)?;
+    content.trim().parse().map_err(|_| ScopeError::Parse {
+        file: file.to_owned(),
+        content,
+    })
+}
+
+/// A v2 limit file: a number, or "max" (`None`).
+fn read_max(file: &Path) -> Result<Option<u64>, ScopeError> {
+    let content = read(file)?;
+    match content.trim() {
+        "max" => Ok(None),
+        number => number.parse().map(Some).map_err(|_| ScopeError::Parse {
+            file: file.to_owned(),
+            content,
+        }),
+    }
+}
+
+/// The value of `key` in a flat-keyed file (`cpu.stat`, `cgroup.events`).
+fn read_keyed(file: &Path, key: &str) -> Result<Option<u64>, ScopeError> {
+    let content = read(file)?;
+    for line in content.lines() {
+        if let Some((k, v)) = line.split_once(' ') {
+            if k == key {
+                return v.trim().parse().map(Some).map_err(|_| ScopeError::Parse {
+                    file: file.to_owned(),
+                    content: line.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn read_pids(file: &Path) -> Result<Vec<i32>, ScopeError> {
+    let content = match fs::read_to_string(file) {
+        Ok(content) => content,
+        // Removed meanwhile: nothing in it.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(cause) => {
+            return Err(ScopeError::Read {
+                file: file.to_owned(),
+                cause,
+            });
+        }
+    };
+    content
+        .lines()
+        .map(|line| {
+            line.trim().parse().map_err(|_| ScopeError::Parse {
+                file: file.to_owned(),
+                content: line.to_owned(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(text: &str) -> CgroupPath {
+        CgroupPath::parse(text).unwrap()
+    }
+
+    /// A fake pure-v2 root: the controllers the root offers, nothing enabled yet.
+    fn v2_tree() -> (tempfile::TempDir, Hierarchies) {
+        let tree = tempfile::tempdir().unwrap();
+        fs::write(
+            tree.path().join("cgroup.controllers"),
+            "cpu io memory pids\n",
+        )
+        .unwrap();
+        let hierarchies = Hierarchies(vec![Hierarchy::v2(tree.path())]);
+        (tree, hierarchies)
+    }
+
+    fn file(dir: &Path, name: &str) -> String {
+        fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn v2_limits_are_written_and_controllers_enabled_on_the_way_down() {
+        let (tree, hierarchies) = v2_tree();
+        let scope = Scope::new(&hierarchies, path("/pact.slice/pact-gpu.slice"));
+        scope.create().unwrap();
+        scope
+            .apply_limits(&Limits {
+                memory_max: Some(512 << 20),
+                cpu_weight: Some(200),
+                io_max: vec!["8:0 rbps=1048576 wiops=max".into()],
+            })
+            .unwrap();
+        let leaf = tree.path().join("pact.slice/pact-gpu.slice");
+        assert_eq!(file(&leaf, "memory.max"), "536870912");
+        assert_eq!(file(&leaf, "cpu.weight"), "200");
+        assert_eq!(file(&leaf, "io.max"), "8:0 rbps=1048576 wiops=max");
+        // Each ancestor got the last controller enabled (a temp file keeps only the last write;
+        // the kernel accumulates them).
+        assert_eq!(file(tree.path(), "cgroup.subtree_control"), "+io");
+        assert_eq!(
+            file(&tree.path().join("pact.slice"), "cgroup.subtree_control"),
+            "+io"
+        );
+        assert!(!leaf.join("cgroup.subtree_control").exists());
+    }
+
+    #[test]
+    fn v2_limit_without_the_controller_is_an_error_naming_it() {
+        let (tree, hierarchies) = v2_tree();
+        fs::write(tree.path().join("cgroup.controllers"), "pids\n").unwrap();
+        let scope = Scope::new(&hierarchies, path("/workload.slice"));
+        scope.create().unwrap();
+        let err = scope
+            .apply_limits(&Limits {
+                memory_max: Some(1),
+                ..Limits::default()
+            })
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("memory") && msg.contains("/workload.slice"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn v1_equivalents_are_written_where_v1_has_the_controller() {
+        let tree = tempfile::tempdir().unwrap();
+        let hierarchies = Hierarchies(vec![
+            Hierarchy::v1(tree.path().join("memory"), &["memory"]),
+            Hierarchy::v1(tree.path().join("cpu"), &["cpu"]),
+            Hierarchy::v1(tree.path().join("blkio"), &["blkio"]),
+            Hierarchy::v2(tree.path().join("unified")),
+        ]);
+        for h in hierarchies.iter() {
+            fs::create_dir_all(&h.mount).unwrap();
+        }
+        let scope = Scope::new(&hierarchies, path("/workload.slice"));
+        scope.create().unwrap();
+        scope
+            .apply_limits(&Limits {
+                memory_max: Some(1 << 30),
+                cpu_weight: Some(100),
+                io_max: vec!["8:16 wbps=4096".into()],
+            })
+            .unwrap();
+        let dir = |h: &str| tree.path().join(h).join("workload.slice");
+        assert_eq!(file(&dir("memory"), "memory.limit_in_bytes"), "1073741824");
+        assert_eq!(file(&dir("cpu"), "cpu.shares"), "2597");
+        assert_eq!(
+            file(&dir("blkio"), "blkio.throttle.write_bps_device"),
+            "8:16 4096"
+        );
+        assert!(!dir("unified").join("memory.max").exists());
+    }
+
+    #[test]
+    fn weight_and_shares_agree_with_runc_at_the_ends() {
+        assert_eq!(weight_to_shares(1), 2);
+        assert_eq!(weight_to_shares(10_000), 262_144);
+        assert_eq!(weight_to_shares(100), 2_597);
+    }
+
+    #[test]
+    fn bad_limits_are_refused_with_the_value() {
+        let (_tree, hierarchies) = v2_tree();
+        let scope = Scope::new(&hierarchies, path("/w.slice"));
+        scope.create().unwrap();
+        for (limits, needle) in [
+            (
+                Limits {
+                    cpu_weight: Some(0),
+                    ..Limits::default()
+                },
+                "cpu-weight 0",
+            ),
+            (
+                Limits {
+                    io_max: vec!["sda rbps=1".into()],
+                    ..Limits::default()
+                },
+                "sda rbps=1",
+            ),
+            (
+                Limits {
+                    io_max: vec!["8:0 speed=1".into()],
+                    ..Limits::default()
+                },
+                "speed=1",
+            ),
+        ] {
+            let msg = scope.apply_limits(&limits).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn v2_metrics_are_read() {
+        let (tree, hierarchies) = v2_tree();
+        let scope = Scope::new(&hierarchies, path("/workload.slice/c1"));
+        scope.create().unwrap();
+        let dir = tree.path().join("workload.slice/c1");
+        fs::write(dir.join("memory.current"), "4096\n").unwrap();
+        fs::write(dir.join("memory.max"), "max\n").unwrap();
+        fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        )
+        .unwrap();
+        fs::write(dir.join("pids.current"), "3\n").unwrap();
+        assert_eq!(
+            scope.metrics().unwrap(),
+            Metrics {
+                path: "/workload.slice/c1".into(),
+                memory: MemoryMetrics {
+                    current: Some(4096),
+                    max: None
+                },
+                cpu: CpuMetrics {
+                    usage_usec: Some(1500)
+                },
+                pids: PidsMetrics { current: 3 },
+            }
+        );
+        fs::write(dir.join("memory.max"), "1048576\n").unwrap();
+        assert_eq!(scope.metrics().unwrap().memory.max, Some(1_048_576));
+    }
+
+    #[test]
+    fn v1_metrics_are_read_and_unlimited_is_none() {
+        let tree = tempfile::tempdir().unwrap();
+        let hierarchies = Hierarchies(vec![
+            Hierarchy::v1(tree.path().join("memory"), &["memory"]),
+            Hierarchy::v1(tree.path().join("cpuacct"), &["cpuacct"]),
+            Hierarchy::v1(tree.path().join("systemd"), &["name=systemd"]),
+        ]);
+        for h in hierarchies.iter() {
+            fs::create_dir_all(h.mount.join("c1")).unwrap();
+        }
+        let memory = tree.path().join("memory/c1");
+        fs::write(memory.join("memory.usage_in_bytes"), "8192\n").unwrap();
+        fs::write(
+            memory.join("memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
+        fs::write(tree.path().join("cpuacct/c1/cpuacct.usage"), "2500000\n").unwrap();
+        // No pids controller: the process count comes from cgroup.procs.
+        fs::write(memory.join(PROCS), "10\n11\n").unwrap();
+        fs::write(tree.path().join("systemd/c1").join(PROCS), "10\n11\n").unwrap();
+        let metrics = Scope::new(&hierarchies, path("/c1")).metrics().unwrap();
+        assert_eq!(metrics.memory.current, Some(8192));
+        assert_eq!(metrics.memory.max, None);
+        assert_eq!(metrics.cpu.usage_usec, Some(2500));
+        assert_eq!(metrics.pids.current, 2);
+    }
+
+    #[test]
+    fn is_empty_reads_populated_on_v2_and_procs_on_v1() {
+        let tree = tempfile::tempdir().unwrap();
+        let hierarchies = Hierarchies(vec![
+            Hierarchy::v1(tree.path().join("pids"), &["pids"]),
+            Hierarchy::v2(tree.path().join("unified")),
+        ]);
+        let v1 = tree.path().join("pids/c1");
+        let v2 = tree.path().join("unified/c1");
+        fs::create_dir_all(&v1).unwrap();
+        fs::create_dir_all(&v2).unwrap();
+        let scope = Scope::new(&hierarchies, path("/c1"));
+        fs::write(v1.join(PROCS), "").unwrap();
+        fs::write(v2.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(scope.is_empty().unwrap());
+        fs::write(v2.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(!scope.is_empty().unwrap());
+        fs::write(v2.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        fs::write(v1.join(PROCS), "42\n").unwrap();
+        assert!(!scope.is_empty().unwrap());
+        assert_eq!(scope.pids().unwrap(), vec![42]);
+    }
+}

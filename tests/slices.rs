@@ -1,0 +1,534 @@
+//! Owned slices on this host, with the real binary and busybox containers (as root): placement
+//! in every cgroup hierarchy, refusals that leave nothing behind, removal at delete, slice
+//! limits and `events --stats` metrics.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+
+const CDIRUN: &str = env!("CARGO_BIN_EXE_cdirun");
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Tests share the host's slice directories and their cleanup: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Slice directories the tests may cause to exist; removed afterwards unless they were there.
+const SLICES: &[&str] = &[
+    "workload.slice",
+    "workload.slice/workload-slclim.slice",
+    "pact.slice",
+    "pact.slice/pact-infra.slice",
+    "pact.slice/pact-network.slice",
+    "pact.slice/pact-gpu.slice",
+    "pact.slice/pact-audit.slice",
+];
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the slice tests create containers and cgroups: run them as root"
+    );
+}
+
+fn unique(tag: &str) -> String {
+    format!(
+        "slc-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Every cgroup and cgroup2 mount point, from mountinfo.
+fn hierarchies() -> Vec<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
+        })
+        .collect();
+    found.dedup();
+    assert!(
+        found.len() > 1,
+        "expected a v1 or hybrid host, found {found:?}"
+    );
+    found
+}
+
+/// Every directory below the cgroup mounts, relative to its mount (`memory/workload.slice/x`).
+fn cgroup_dirs() -> BTreeSet<PathBuf> {
+    fn walk(dir: &Path, base: &Path, out: &mut BTreeSet<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let path = entry.path();
+                out.insert(path.strip_prefix(base).unwrap().to_owned());
+                walk(&path, base, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    for mount in hierarchies() {
+        walk(&mount, Path::new(CGROUP_ROOT), &mut out);
+    }
+    out
+}
+
+/// Directories a test made, as opposed to those of other processes on the host.
+fn ours(relative: &Path) -> bool {
+    let text = relative.to_string_lossy();
+    let below_mount: PathBuf = relative.components().skip(1).collect();
+    text.contains("slc-")
+        || text.contains("workload.slice-extra")
+        || SLICES.iter().any(|s| below_mount == Path::new(s))
+}
+
+/// Holds the serial lock and removes, when dropped, the cgroup directories the test created.
+struct Host {
+    before: BTreeSet<PathBuf>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Host {
+    fn new() -> Self {
+        require_root();
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        Self {
+            before: cgroup_dirs(),
+            _serial: serial,
+        }
+    }
+
+    /// Directories of ours that appeared since the test began.
+    fn new_dirs(&self) -> Vec<PathBuf> {
+        cgroup_dirs()
+            .into_iter()
+            .filter(|d| !self.before.contains(d) && ours(d))
+            .collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let mut made = self.new_dirs();
+        made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in made {
+            let _ = fs::remove_dir(Path::new(CGROUP_ROOT).join(dir));
+        }
+    }
+}
+
+/// A temp dir with a busybox bundle, a `--root` and a config file.
+struct Bundle {
+    dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    fn new(config: &str, edit: impl FnOnce(&mut Value)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bundle/rootfs/bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        for applet in ["sh", "sleep", "cat", "true"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        fs::write(dir.path().join("config.toml"), config).unwrap();
+        let bundle = Self { dir };
+        let out = bundle.cdirun(&["spec", "--bundle", bundle.path().to_str().unwrap()]);
+        assert!(out.status.success(), "spec: {}", stderr(&out));
+        let file = bundle.path().join("config.json");
+        let mut spec: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        spec["process"]["args"] = json!(["sleep", "300"]);
+        spec["process"]["terminal"] = json!(false);
+        edit(&mut spec);
+        fs::write(&file, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        bundle
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(CDIRUN);
+        command
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("CDIRUN_CONFIG", self.dir.path().join("config.toml"));
+        command
+    }
+
+    fn cdirun(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `create` hands its stdio to the container (as runc does), so pipes would stay open
+    /// until the container exits: its stdout goes nowhere and stderr to a file read back here.
+    fn create(&self, id: &str) -> Output {
+        let log = self.dir.path().join(format!("{id}.stderr"));
+        let status = self
+            .command(&["create", "--bundle", self.path().to_str().unwrap(), id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: fs::read(&log).unwrap(),
+        }
+    }
+
+    fn pid(&self, id: &str) -> i32 {
+        let out = self.cdirun(&["state", id]);
+        assert!(out.status.success(), "state: {}", stderr(&out));
+        let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+        state["pid"].as_i64().unwrap() as i32
+    }
+
+    fn delete(&self, id: &str) {
+        let out = self.cdirun(&["delete", "--force", id]);
+        assert!(out.status.success(), "delete: {}", stderr(&out));
+    }
+}
+
+/// Deletes the container even when an assertion fails first.
+struct Running<'a> {
+    bundle: &'a Bundle,
+    id: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let _ = self.bundle.cdirun(&["delete", "--force", &self.id]);
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `/proc/PID/cgroup` as (hierarchy field, path) pairs.
+fn proc_cgroups(pid: i32) -> Vec<(String, String)> {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let _id = parts.next();
+            (
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts the container's process is at `path` in every hierarchy, v1 and unified, and that
+/// the directory exists under every mount.
+fn assert_placed(pid: i32, path: &str) {
+    let lines = proc_cgroups(pid);
+    assert!(
+        lines.iter().any(|(h, _)| h.is_empty()),
+        "no cgroup2 line in {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|(h, _)| h == "memory"),
+        "no v1 memory line in {lines:?}"
+    );
+    for (hierarchy, at) in &lines {
+        assert_eq!(at, path, "hierarchy {hierarchy:?} in {lines:?}");
+    }
+    for mount in hierarchies() {
+        let dir = mount.join(path.trim_start_matches('/'));
+        assert!(dir.is_dir(), "{} missing", dir.display());
+    }
+}
+
+fn assert_gone_everywhere(path: &str) {
+    for mount in hierarchies() {
+        let dir = mount.join(path.trim_start_matches('/'));
+        assert!(!dir.exists(), "{} left after delete", dir.display());
+    }
+}
+
+#[test]
+fn podman_path_is_nested_in_the_owned_slice_everywhere_and_removed_at_delete() {
+    let host = Host::new();
+    let id = unique("pod");
+    let client = format!("/slc-libpod_parent/libpod-{id}");
+    let bundle = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(client);
+        spec["linux"]["resources"]["memory"] = json!({ "limit": 67_108_864 });
+    });
+    let out = bundle.create(&id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let running = Running {
+        bundle: &bundle,
+        id: id.clone(),
+    };
+    let pid = bundle.pid(&id);
+    let scope = format!("/workload.slice{client}");
+    assert_placed(pid, &scope);
+
+    let out = bundle.cdirun(&["start", &id]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+
+    // An exec'd process joins the same scope, the cgroup2 line included.
+    let exec_pid_file = bundle.dir.path().join("exec.pid");
+    let status = bundle
+        .command(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            exec_pid_file.to_str().unwrap(),
+            &id,
+            "sleep",
+            "300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "exec failed");
+    let exec_pid: i32 = fs::read_to_string(&exec_pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_placed(exec_pid, &scope);
+
+    let out = bundle.cdirun(&["events", "--stats", &id]);
+    assert!(out.status.success(), "events: {}", stderr(&out));
+    let event: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(event["type"], "stats");
+    assert_eq!(event["id"], id.as_str());
+    let metrics = &event["data"]["scope"];
+    assert_eq!(metrics["path"], scope.as_str(), "{event}");
+    assert!(
+        metrics["memory"]["current"].as_u64().unwrap() > 0,
+        "{event}"
+    );
+    assert_eq!(metrics["memory"]["max"], 67_108_864, "{event}");
+    assert!(
+        metrics["cpu"]["usage_usec"].as_u64().unwrap() > 0,
+        "{event}"
+    );
+    assert_eq!(metrics["pids"]["current"], 2, "{event}");
+    // libcgroups' own object is still there for runc-shaped consumers.
+    assert!(event["data"]["memory"].is_object(), "{event}");
+
+    bundle.delete(&id);
+    assert_gone_everywhere(&scope);
+    assert!(!bundle.root().join(&id).exists());
+    drop(running);
+    drop(host);
+}
+
+#[test]
+fn no_cgroups_path_gets_slice_and_id_and_pact_owner_gets_its_sub_slices() {
+    let host = Host::new();
+    let id = unique("plain");
+    let bundle = Bundle::new("", |_| {});
+    let out = bundle.create(&id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let running = Running {
+        bundle: &bundle,
+        id: id.clone(),
+    };
+    assert_placed(bundle.pid(&id), &format!("/workload.slice/{id}"));
+    bundle.delete(&id);
+    assert_gone_everywhere(&format!("/workload.slice/{id}"));
+    drop(running);
+
+    let id = unique("pact");
+    let bundle = Bundle::new(
+        "owner = \"pact\"\n[slices]\ndefault = \"pact-infra.slice\"\n",
+        |spec| {
+            spec["annotations"] = json!({ "io.cdirun.slice": "pact-gpu.slice" });
+            spec["linux"]["cgroupsPath"] = json!(format!("/slc-ns/{id}"));
+        },
+    );
+    let out = bundle.create(&id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let running = Running {
+        bundle: &bundle,
+        id: id.clone(),
+    };
+    let scope = format!("/pact.slice/pact-gpu.slice/slc-ns/{id}");
+    assert_placed(bundle.pid(&id), &scope);
+    for mount in hierarchies() {
+        for sub in ["infra", "network", "gpu", "audit"] {
+            let slice = mount.join(format!("pact.slice/pact-{sub}.slice"));
+            assert!(slice.is_dir(), "{} missing", slice.display());
+        }
+    }
+    bundle.delete(&id);
+    assert_gone_everywhere(&scope);
+    drop(running);
+    drop(host);
+}
+
+#[test]
+fn respected_prefix_is_used_as_sent() {
+    let host = Host::new();
+    let id = unique("resp");
+    let client = format!("/slc-respect/{id}");
+    let bundle = Bundle::new("[slices]\nrespect = [\"/slc-respect\"]\n", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(client);
+    });
+    let out = bundle.create(&id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let running = Running {
+        bundle: &bundle,
+        id: id.clone(),
+    };
+    assert_placed(bundle.pid(&id), &client);
+    bundle.delete(&id);
+    assert_gone_everywhere(&client);
+    drop(running);
+    drop(host);
+}
+
+#[test]
+fn slice_limits_from_config_reach_the_v1_controllers() {
+    let host = Host::new();
+    let id = unique("lim");
+    let config =
+        "[slices.limits.\"workload-slclim.slice\"]\nmemory-max = 268435456\ncpu-weight = 200\n";
+    let bundle = Bundle::new(config, |spec| {
+        spec["annotations"] = json!({ "io.cdirun.slice": "workload-slclim.slice" });
+    });
+    let out = bundle.create(&id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let running = Running {
+        bundle: &bundle,
+        id: id.clone(),
+    };
+    let slice = Path::new(CGROUP_ROOT).join("memory/workload.slice/workload-slclim.slice");
+    let read = |file: PathBuf| fs::read_to_string(file).unwrap().trim().to_owned();
+    assert_eq!(read(slice.join("memory.limit_in_bytes")), "268435456");
+    assert_eq!(
+        read(Path::new(CGROUP_ROOT).join("cpu/workload.slice/workload-slclim.slice/cpu.shares")),
+        // runc's weight -> shares mapping: 2 + (200 - 1) * 262142 / 9999
+        "5219"
+    );
+    assert_placed(
+        bundle.pid(&id),
+        &format!("/workload.slice/workload-slclim.slice/{id}"),
+    );
+    bundle.delete(&id);
+    drop(running);
+    drop(host);
+}
+
+#[test]
+fn refused_requests_leave_no_directory_and_no_state() {
+    let host = Host::new();
+    let slice_dirs_before: Vec<bool> = hierarchies()
+        .iter()
+        .map(|m| m.join("workload.slice").exists())
+        .collect();
+    // (annotation, cgroupsPath, words the error must contain)
+    let cases: &[(Option<&str>, Option<&str>, &[&str])] = &[
+        (Some("pact.slice"), None, &["/pact.slice", "\"pact\""]),
+        (
+            Some("pact-gpu.slice"),
+            None,
+            &["/pact.slice/pact-gpu.slice", "\"pact\""],
+        ),
+        (
+            Some("workload.slice-extra"),
+            None,
+            &["/workload.slice-extra", "no owner"],
+        ),
+        (
+            None,
+            Some("/slc-x/../../pact.slice/slc-ref"),
+            &["\"..\"", "/slc-x/../../pact.slice/slc-ref"],
+        ),
+        (Some("/"), None, &["asks for /", "no owner"]),
+        (
+            None,
+            Some("/pact.slice/pact-audit.slice/slc-ref"),
+            &["/pact.slice/pact-audit.slice/slc-ref", "\"pact\""],
+        ),
+    ];
+    for (annotation, path, words) in cases {
+        let id = unique("ref");
+        let bundle = Bundle::new("", |spec| {
+            if let Some(value) = annotation {
+                spec["annotations"] = json!({ "io.cdirun.slice": value });
+            }
+            if let Some(path) = path {
+                spec["linux"]["cgroupsPath"] = json!(path);
+            }
+        });
+        let config_before = fs::read(bundle.path().join("config.json")).unwrap();
+        let out = bundle.create(&id);
+        assert!(
+            !out.status.success(),
+            "{annotation:?} {path:?} was accepted"
+        );
+        let err = stderr(&out);
+        for word in *words {
+            assert!(err.contains(word), "{err:?} lacks {word:?}");
+        }
+        assert!(!bundle.root().join(&id).exists(), "state dir left for {id}");
+        assert_eq!(
+            fs::read(bundle.path().join("config.json")).unwrap(),
+            config_before,
+            "bundle rewritten for a refused request"
+        );
+        let _ = bundle.cdirun(&["delete", "--force", &id]);
+    }
+    assert_eq!(host.new_dirs(), Vec::<PathBuf>::new());
+    let slice_dirs_after: Vec<bool> = hierarchies()
+        .iter()
+        .map(|m| m.join("workload.slice").exists())
+        .collect();
+    assert_eq!(slice_dirs_after, slice_dirs_before);
+    drop(host);
+}
+
+#[test]
+fn failed_create_removes_the_scope_in_every_hierarchy() {
+    let host = Host::new();
+    let id = unique("fail");
+    let bundle = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(format!("/slc-failns/{id}"));
+        spec["process"]["args"] = json!(["/bin/slc-no-such-binary"]);
+    });
+    let out = bundle.create(&id);
+    let _ = bundle.cdirun(&["delete", "--force", &id]);
+    assert!(
+        !out.status.success(),
+        "create of a missing binary succeeded"
+    );
+    assert!(!bundle.root().join(&id).exists());
+    let left: Vec<PathBuf> = host
+        .new_dirs()
+        .into_iter()
+        .filter(|d| d.to_string_lossy().contains("slc-fail"))
+        .collect();
+    assert_eq!(left, Vec::<PathBuf>::new());
+    drop(host);
+}
