@@ -2,6 +2,7 @@
 //! exit status and one error line.
 
 mod bundle;
+mod cdi;
 mod cgroup;
 mod claims;
 mod cli;
@@ -9,6 +10,7 @@ mod commands;
 mod config;
 mod edit;
 mod log;
+mod request;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +19,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 use liboci_cli::{CommonCmd, StandardCmd};
 
-use crate::cli::{Command, LogFormat, Opts};
+use crate::cli::{CdiCommand, Command, LogFormat, Opts};
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
@@ -94,6 +96,11 @@ fn dispatch(opts: Opts) -> Result<i32> {
         },
         Command::Checkpoint(_) => done(commands::unsupported::unsupported("checkpoint")),
         Command::Restore(_) => done(commands::unsupported::unsupported("restore")),
+        Command::Cdi(args) => match args.command {
+            CdiCommand::List => done(commands::cdi_list::list()),
+            CdiCommand::Validate(args) => commands::cdi_validate::validate(args),
+        },
+        Command::Explain(args) => done(commands::explain::explain(args, &globals)),
     }
 }
 

@@ -57,6 +57,7 @@ impl Init<'_> {
         let ctx = edit::Context {
             container_id: id,
             systemd_cgroup: globals.systemd_cgroup,
+            config: &loaded.config,
         };
         let claims = match edit::apply_all(&mut spec, &ctx) {
             Ok(claims) => claims,

@@ -1,13 +1,16 @@
 //! The create-time edit pipeline: each edit is a small, idempotent change to the OCI spec.
 //!
-//! Order matters and is fixed here: cdi → gpu → mps → hooks → slice. Edits never touch the
+//! Order matters and is fixed here: cdi → gpu → mps → hooks → slice (CDI first: later edits see
+//! the injected devices). Edits never touch the
 //! filesystem except through paths in [`Context`], so they are unit-tested on temp dirs.
 
+pub mod cdi;
 pub mod slice;
 
 use libcontainer::oci_spec::runtime::Spec;
 
 use crate::claims::Claims;
+use crate::config::Config;
 
 /// What an edit may know besides the spec: never globals, never the process environment.
 #[derive(Debug, Clone, Copy)]
@@ -15,12 +18,23 @@ pub struct Context<'a> {
     pub container_id: &'a str,
     /// `--systemd-cgroup`: cgroupsPath uses the `slice:prefix:name` form.
     pub systemd_cgroup: bool,
+    /// The config this create runs under (recorded with the container).
+    pub config: &'a Config,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
+    /// Boxed: the resolution error carries lists, and every edit's `Result` pays for the largest.
+    #[error(transparent)]
+    Cdi(Box<cdi::CdiError>),
     #[error(transparent)]
     Slice(#[from] slice::SliceError),
+}
+
+impl From<cdi::CdiError> for EditError {
+    fn from(err: cdi::CdiError) -> Self {
+        EditError::Cdi(Box::new(err))
+    }
 }
 
 /// One step of the pipeline. `apply` must be idempotent and leave `spec` untouched on error.
@@ -31,7 +45,7 @@ pub trait Edit {
 
 /// The edits in the order they run.
 pub fn pipeline() -> Vec<Box<dyn Edit>> {
-    vec![Box::new(slice::Placement)]
+    vec![Box::new(cdi::Cdi), Box::new(slice::Placement)]
 }
 
 /// Runs every edit over `spec`. On error, the claims already taken are returned with the error

@@ -43,9 +43,12 @@ fn default_cgroups_path(ctx: &Context) -> PathBuf {
 mod tests {
     use super::*;
     fn ctx(systemd_cgroup: bool) -> Context<'static> {
+        static CONFIG: std::sync::LazyLock<crate::config::Config> =
+            std::sync::LazyLock::new(crate::config::Config::default);
         Context {
             container_id: "c1",
             systemd_cgroup,
+            config: &CONFIG,
         }
     }
 
