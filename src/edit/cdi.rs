@@ -154,7 +154,7 @@ pub fn resolve(registry: &Registry, request: &Request) -> Result<Vec<String>, Cd
 /// Applies the edits of `devices` (resolved names) to `spec`.
 pub fn inject(spec: &mut Spec, registry: &Registry, devices: &[String]) -> Result<(), CdiError> {
     let mut specs_done = HashSet::new();
-    let mut mounts = false;
+    let mut batches: Vec<(String, &ContainerEdits)> = Vec::new();
     for name in devices {
         let Some(r) = registry.device_ref(name) else {
             continue;
@@ -163,55 +163,65 @@ pub fn inject(spec: &mut Spec, registry: &Registry, devices: &[String]) -> Resul
         if specs_done.insert(r.spec) {
             if let Some(edits) = &loaded.spec.container_edits {
                 let origin = format!("{name} (spec-level edits of {})", loaded.path.display());
-                apply_edits(spec, edits, &origin)?;
-                mounts |= !edits.mounts.is_empty();
+                batches.push((origin, edits));
             }
         }
-        let edits = &loaded.spec.devices[r.device].container_edits;
-        apply_edits(spec, edits, name)?;
-        mounts |= !edits.mounts.is_empty();
+        batches.push((name.clone(), &loaded.spec.devices[r.device].container_edits));
     }
-    if mounts {
-        sort_mounts(spec);
-    }
-    Ok(())
+    let batches: Vec<(&str, &ContainerEdits)> =
+        batches.iter().map(|(o, e)| (o.as_str(), *e)).collect();
+    apply_edits(spec, &batches)
 }
 
-/// Applies one set of container edits (mounts are sorted by the caller once all are in).
-/// `origin` names the device in errors.
-pub fn apply_edits(spec: &mut Spec, edits: &ContainerEdits, origin: &str) -> Result<(), CdiError> {
-    let missing = |section| CdiError::MissingSection {
+/// Applies batches of container edits, each with the device it comes from (named in errors),
+/// as the reference library applies their merge: all env, then device nodes, net devices,
+/// mounts (sorted once at the end), hooks, intelRdt (the last wins) and additional GIDs. Each
+/// list in `spec` is taken out once and put back once, so the cost is linear in the edits.
+pub fn apply_edits(spec: &mut Spec, batches: &[(&str, &ContainerEdits)]) -> Result<(), CdiError> {
+    let first = |has: &dyn Fn(&ContainerEdits) -> bool| {
+        batches
+            .iter()
+            .find(|(_, e)| has(e))
+            .map(|(origin, _)| *origin)
+    };
+    let missing = |origin: &str, section| CdiError::MissingSection {
         device: origin.to_owned(),
         section,
     };
-    if !edits.env.is_empty() {
+
+    if let Some(origin) = first(&|e| !e.env.is_empty()) {
         let process = spec
             .process_mut()
             .as_mut()
-            .ok_or_else(|| missing("process"))?;
+            .ok_or_else(|| missing(origin, "process"))?;
         let mut env = process.env().clone().unwrap_or_default();
-        for entry in &edits.env {
+        for entry in batches.iter().flat_map(|(_, e)| &e.env) {
             set_env(&mut env, entry);
         }
         process.set_env(Some(env));
     }
 
-    if !edits.device_nodes.is_empty() {
+    if let Some(origin) = first(&|e| !e.device_nodes.is_empty()) {
         let user = spec
             .process()
             .as_ref()
             .map(|p| (p.user().uid(), p.user().gid()));
-        let linux = spec.linux_mut().as_mut().ok_or_else(|| missing("linux"))?;
+        let linux = spec
+            .linux_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "linux"))?;
         let mut nodes = linux.devices().clone().unwrap_or_default();
         let mut resources = linux.resources().clone().unwrap_or_default();
         let mut rules = resources.devices().clone().unwrap_or_default();
-        for node in &edits.device_nodes {
-            let (device, rule) = oci_device(node, user, origin)?;
-            nodes.retain(|d| d.path() != device.path());
-            nodes.push(device);
-            if let Some(rule) = rule {
-                if !rules.contains(&rule) {
-                    rules.push(rule);
+        for (origin, edits) in batches {
+            for node in &edits.device_nodes {
+                let (device, rule) = oci_device(node, user, origin)?;
+                nodes.retain(|d| d.path() != device.path());
+                nodes.push(device);
+                if let Some(rule) = rule {
+                    if !rules.contains(&rule) {
+                        rules.push(rule);
+                    }
                 }
             }
         }
@@ -221,10 +231,13 @@ pub fn apply_edits(spec: &mut Spec, edits: &ContainerEdits, origin: &str) -> Res
             .set_resources(Some(resources));
     }
 
-    if !edits.net_devices.is_empty() {
-        let linux = spec.linux_mut().as_mut().ok_or_else(|| missing("linux"))?;
+    if let Some(origin) = first(&|e| !e.net_devices.is_empty()) {
+        let linux = spec
+            .linux_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "linux"))?;
         let mut net = linux.net_devices().clone().unwrap_or_default();
-        for dev in &edits.net_devices {
+        for dev in batches.iter().flat_map(|(_, e)| &e.net_devices) {
             let mut oci = LinuxNetDevice::default();
             oci.set_name(Some(dev.name.clone()));
             net.insert(dev.host_interface_name.clone(), oci);
@@ -232,48 +245,52 @@ pub fn apply_edits(spec: &mut Spec, edits: &ContainerEdits, origin: &str) -> Res
         linux.set_net_devices(Some(net));
     }
 
-    if !edits.mounts.is_empty() {
+    if first(&|e| !e.mounts.is_empty()).is_some() {
         let idmaps = user_namespace_mappings(spec);
         let mut mounts = spec.mounts().clone().unwrap_or_default();
-        for mount in &edits.mounts {
+        for mount in batches.iter().flat_map(|(_, e)| &e.mounts) {
             let oci = oci_mount(mount, idmaps.as_ref());
             mounts.retain(|m| m.destination() != oci.destination());
             mounts.push(oci);
         }
+        sort_mounts(&mut mounts);
         spec.set_mounts(Some(mounts));
     }
 
-    if !edits.hooks.is_empty() {
+    if first(&|e| !e.hooks.is_empty()).is_some() {
         let mut hooks = spec.hooks().clone().unwrap_or_default();
-        for hook in &edits.hooks {
-            add_hook(&mut hooks, hook).map_err(|stage| CdiError::HookStage {
-                device: origin.to_owned(),
-                stage,
-            })?;
+        for (origin, edits) in batches {
+            for hook in &edits.hooks {
+                add_hook(&mut hooks, hook).map_err(|stage| CdiError::HookStage {
+                    device: (*origin).to_owned(),
+                    stage,
+                })?;
+            }
         }
         spec.set_hooks(Some(hooks));
     }
 
-    if let Some(rdt) = &edits.intel_rdt {
-        let linux = spec.linux_mut().as_mut().ok_or_else(|| missing("linux"))?;
+    if let Some((origin, rdt)) = batches
+        .iter()
+        .rev()
+        .find_map(|(o, e)| e.intel_rdt.as_ref().map(|r| (*o, r)))
+    {
+        let linux = spec
+            .linux_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "linux"))?;
         linux.set_intel_rdt(Some(oci_intel_rdt(rdt)));
     }
 
-    let gids: Vec<u32> = edits
-        .additional_gids
-        .iter()
-        .copied()
-        .filter(|g| *g != 0)
-        .collect();
-    if !gids.is_empty() {
+    if let Some(origin) = first(&|e| e.additional_gids.iter().any(|g| *g != 0)) {
         let process = spec
             .process_mut()
             .as_mut()
-            .ok_or_else(|| missing("process"))?;
+            .ok_or_else(|| missing(origin, "process"))?;
         let mut all = process.user().additional_gids().clone().unwrap_or_default();
-        for gid in gids {
-            if !all.contains(&gid) {
-                all.push(gid);
+        for gid in batches.iter().flat_map(|(_, e)| &e.additional_gids) {
+            if *gid != 0 && !all.contains(gid) {
+                all.push(*gid);
             }
         }
         process.user_mut().set_additional_gids(Some(all));
@@ -457,11 +474,8 @@ fn depth(path: &Path) -> usize {
 ///
 /// Regression (the Rust crate leaves merged mounts in insertion order): the reference library
 /// sorts after merging.
-pub fn sort_mounts(spec: &mut Spec) {
-    if let Some(mut mounts) = spec.mounts().clone() {
-        mounts.sort_by_key(|m| depth(m.destination()));
-        spec.set_mounts(Some(mounts));
-    }
+fn sort_mounts(mounts: &mut [OciMount]) {
+    mounts.sort_by_key(|m| depth(m.destination()));
 }
 
 /// Adds `hook` at its stage unless an identical hook is there; `Err` carries an unknown stage.
@@ -575,16 +589,9 @@ mod tests {
     /// Applies `edits` (then sorts mounts), twice, and checks both results equal `want`.
     fn check(name: &str, input: Spec, edits: &ContainerEdits, want: &Spec) {
         let mut spec = input;
-        let sort = |spec: &mut Spec| {
-            if !edits.mounts.is_empty() {
-                sort_mounts(spec);
-            }
-        };
-        apply_edits(&mut spec, edits, "v.com/c=x").unwrap_or_else(|e| panic!("{name}: {e}"));
-        sort(&mut spec);
+        apply_edits(&mut spec, &[("v.com/c=x", edits)]).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&spec, want, "{name}");
-        apply_edits(&mut spec, edits, "v.com/c=x").unwrap();
-        sort(&mut spec);
+        apply_edits(&mut spec, &[("v.com/c=x", edits)]).unwrap();
         assert_eq!(&spec, want, "{name}: applying twice changed the config");
     }
 
@@ -758,7 +765,7 @@ mod tests {
         ];
         for (e, want) in cases {
             let mut spec = oci(base());
-            let err = apply_edits(&mut spec, &edits(e), "v.com/c=x")
+            let err = apply_edits(&mut spec, &[("v.com/c=x", &edits(e))])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("v.com/c=x") && err.contains(want), "{err}");
@@ -886,12 +893,8 @@ mod tests {
             check(name, oci(input), &edits(e), &oci(want));
         }
         let mut spec = oci(base());
-        let err = apply_edits(
-            &mut spec,
-            &edits(json!({"hooks": [{"hookName": "preStart", "path": "/p"}]})),
-            "v.com/c=x",
-        )
-        .unwrap_err();
+        let bad = edits(json!({"hooks": [{"hookName": "preStart", "path": "/p"}]}));
+        let err = apply_edits(&mut spec, &[("v.com/c=x", &bad)]).unwrap_err();
         assert!(err.to_string().contains("preStart"), "{err}");
     }
 
