@@ -626,6 +626,43 @@ mod tests {
     }
 
     #[test]
+    fn regression_env_with_an_existing_key_is_replaced_in_place() {
+        // The Rust crate appends, leaving the image's HOME first, and the first one wins.
+        check(
+            "replace",
+            oci(base()),
+            &edits(json!({"env": ["HOME=/cdi"]})),
+            &oci(with(
+                base(),
+                "/process/env",
+                json!(["PATH=/bin", "HOME=/cdi"]),
+            )),
+        );
+    }
+
+    #[test]
+    fn regression_mounts_are_depth_sorted_after_merging() {
+        // The Rust crate keeps insertion order: /a added after /a/b would hide it.
+        let input = with(
+            base(),
+            "/mounts",
+            json!([{"destination": "/a/b", "source": "/h/b", "options": ["bind"]}]),
+        );
+        let want = with(
+            base(),
+            "/mounts",
+            json!([
+                {"destination": "/a", "source": "/h/a", "options": ["bind"]},
+                {"destination": "/a/b", "source": "/h/b", "options": ["bind"]}
+            ]),
+        );
+        let e = edits(
+            json!({"mounts": [{"hostPath": "/h/a", "containerPath": "/a", "options": ["bind"]}]}),
+        );
+        check("depth", oci(input), &e, &oci(want));
+    }
+
+    #[test]
     fn device_node_edits() {
         let rule = |typ: &str, major: i64, minor: i64, access: &str| json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": access});
         let deny = json!({"allow": false, "access": "rwm"});
@@ -732,7 +769,7 @@ mod tests {
     }
 
     #[test]
-    fn file_mode_is_filled_from_the_host_node() {
+    fn regression_file_mode_is_filled_from_the_host_node() {
         // Regression: the Rust crate leaves fileMode unset. A FIFO needs no root to make.
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
@@ -814,7 +851,7 @@ mod tests {
     }
 
     #[test]
-    fn mounts_get_id_mappings_under_a_user_namespace() {
+    fn regression_mounts_get_id_mappings_under_a_user_namespace() {
         // Regression: the Rust crate ignores user namespaces; upstream maps bind mounts.
         let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         let userns = with(
