@@ -1,5 +1,7 @@
 //! Command line: liboci-cli's runc-compatible verbs and global flags, plus cdirun's own.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use liboci_cli::{CommonCmd, GlobalOpts, StandardCmd};
 
@@ -42,6 +44,40 @@ pub enum Command {
     /// Restore a checkpointed container (not supported).
     #[command(disable_help_flag = true)]
     Restore(Unsupported),
+    /// Inspect the CDI devices cdirun can inject.
+    Cdi(CdiArgs),
+    /// Print what `create` would change in a bundle's config.json, without creating anything.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CdiArgs {
+    #[command(subcommand)]
+    pub command: CdiCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CdiCommand {
+    /// List the devices found in the spec dirs, by kind, with the spec file of each.
+    List,
+    /// Check CDI spec files (default: every spec in the spec dirs); exits non-zero on problems.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Spec files to check.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The bundle whose config.json `create` would edit.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// The container id the edits would be made for.
+    #[arg(long, default_value = "explain")]
+    pub id: String,
 }
 
 /// Arguments of a verb cdirun does not implement; accepted so the error is cdirun's own.

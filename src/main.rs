@@ -1,16 +1,6 @@
 //! cdirun: parse the command line, set up logging, dispatch one verb, turn its result into an
 //! exit status and one error line.
 
-mod bundle;
-mod cgroup;
-mod claims;
-mod cli;
-mod commands;
-mod config;
-mod edit;
-mod log;
-mod seal;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,7 +8,8 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 use liboci_cli::{CommonCmd, StandardCmd};
 
-use crate::cli::{Command, LogFormat, Opts};
+use cdirun::cli::{CdiCommand, Command, LogFormat, Opts};
+use cdirun::{commands, log, seal};
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
@@ -95,6 +86,11 @@ fn dispatch(opts: Opts) -> Result<i32> {
         },
         Command::Checkpoint(_) => done(commands::unsupported::unsupported("checkpoint")),
         Command::Restore(_) => done(commands::unsupported::unsupported("restore")),
+        Command::Cdi(args) => match args.command {
+            CdiCommand::List => done(commands::cdi_list::list()),
+            CdiCommand::Validate(args) => commands::cdi_validate::validate(args),
+        },
+        Command::Explain(args) => done(commands::explain::explain(args, &globals)),
     }
 }
 

@@ -415,3 +415,36 @@ fn update_applies_resources_from_stdin_file_and_flags() {
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// `explain` computes claims without taking or releasing any: run with the id of a live
+/// container it must leave that container and its cgroup alone.
+#[test]
+fn explain_with_a_live_containers_id_leaves_it_running() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("explain");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let cgroup_before = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+
+    let other = Bundle::new(&["true"]);
+    let shown = rt.ok(&[
+        "explain",
+        "--bundle",
+        other.path().to_str().unwrap(),
+        "--id",
+        &id,
+    ]);
+    assert!(shown.contains("claims:"), "{shown}");
+
+    assert_eq!(rt.status(&id), "running");
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap(),
+        cgroup_before
+    );
+    let pids: Vec<i64> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert_eq!(pids, vec![pid]);
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}

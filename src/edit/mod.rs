@@ -1,8 +1,10 @@
 //! The create-time edit pipeline: each edit is a small, idempotent change to the OCI spec.
 //!
-//! Order matters and is fixed here: cdi → gpu → mps → hooks → slice. Edits never touch the
+//! Order matters and is fixed here: cdi → gpu → mps → hooks → slice (CDI first: later edits see
+//! the injected devices). Edits never touch the
 //! filesystem except through paths in [`Context`], so they are unit-tested on temp dirs.
 
+pub mod cdi;
 pub mod slice;
 
 use libcontainer::oci_spec::runtime::Spec;
@@ -22,8 +24,17 @@ pub struct Context<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
+    /// Boxed: the resolution error carries lists, and every edit's `Result` pays for the largest.
+    #[error(transparent)]
+    Cdi(Box<cdi::CdiError>),
     #[error(transparent)]
     Slice(#[from] slice::SliceError),
+}
+
+impl From<cdi::CdiError> for EditError {
+    fn from(err: cdi::CdiError) -> Self {
+        EditError::Cdi(Box::new(err))
+    }
 }
 
 /// One step of the pipeline. `apply` must be idempotent and leave `spec` untouched on error.
@@ -34,7 +45,7 @@ pub trait Edit {
 
 /// The edits in the order they run.
 pub fn pipeline() -> Vec<Box<dyn Edit>> {
-    vec![Box::new(slice::Placement)]
+    vec![Box::new(cdi::Cdi), Box::new(slice::Placement)]
 }
 
 /// Runs every edit over `spec`. On error, the claims already taken are returned with the error

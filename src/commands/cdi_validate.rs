@@ -1,0 +1,63 @@
+//! `cdi validate [FILES]`: every problem in the given spec files (or all in the spec dirs, with
+//! the conflicts between them), one line each as `file: field: problem`; non-zero on problems.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::cdi::registry::{self, LoadProblem, Registry};
+use crate::cdi::spec;
+use crate::cli::ValidateArgs;
+use crate::config::{self, Config};
+
+pub fn validate(args: ValidateArgs) -> Result<i32> {
+    let mut problems = 0;
+    let from_dirs = args.files.is_empty();
+    let files = if from_dirs {
+        let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
+        let mut files = Vec::new();
+        for dir in &loaded.config.cdi.spec_dirs {
+            match registry::spec_files(dir) {
+                Ok(found) => files.extend(found),
+                Err(err) => {
+                    println!("{}: cannot list spec dir: {err}", dir.display());
+                    problems += 1;
+                }
+            }
+        }
+        // Conflicts only exist between files: let the registry find them.
+        let registry = Registry::load(&loaded.config.cdi.spec_dirs);
+        for problem in &registry.problems {
+            if let LoadProblem::Conflict { .. } = problem {
+                println!("{problem}");
+                problems += 1;
+            }
+        }
+        files
+    } else {
+        args.files
+    };
+    let checked = files.len();
+    for file in files {
+        problems += check(&file);
+    }
+    eprintln!("{checked} spec file(s) checked, {problems} problem(s)");
+    Ok(if problems == 0 { 0 } else { 1 })
+}
+
+/// Prints the file's problems (or `ok`) and returns how many there are.
+fn check(file: &Path) -> usize {
+    match spec::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            0
+        }
+        Err(err) => {
+            let problems = err.problems();
+            for problem in &problems {
+                println!("{}: {problem}", file.display());
+            }
+            problems.len()
+        }
+    }
+}

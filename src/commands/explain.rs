@@ -1,0 +1,123 @@
+//! `explain`: runs create's edit pipeline on a copy of a bundle's config.json and prints what
+//! would change and which claims it would take. Nothing is written and no container is created.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Result, anyhow};
+use serde_json::Value;
+
+use super::Globals;
+use crate::cli::ExplainArgs;
+use crate::config::{self, Config};
+use crate::{bundle, edit};
+
+pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
+    let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
+    let bundle = super::absolute(&args.bundle)?;
+    let original = bundle::load(&bundle)?;
+    let mut spec = original.clone();
+    let ctx = edit::Context {
+        container_id: &args.id,
+        systemd_cgroup: globals.systemd_cgroup,
+        config: &loaded.config,
+    };
+    // Edits only describe claims; create takes them after the pipeline. So nothing is released
+    // here: releasing a scope claim would kill a live container that happens to share the id.
+    let claims = edit::apply_all(&mut spec, &ctx)
+        .map_err(|(err, _)| anyhow!(err).context("create would fail"))?;
+
+    let config = match &loaded.path {
+        Some(path) => path.display().to_string(),
+        None => "embedded defaults".to_owned(),
+    };
+    println!("bundle: {}", bundle.display());
+    println!("config: {config}");
+    let mut lines = Vec::new();
+    diff(
+        "",
+        &serde_json::to_value(&original)?,
+        &serde_json::to_value(&spec)?,
+        &mut lines,
+    );
+    if lines.is_empty() {
+        println!("config.json: no changes");
+    } else {
+        println!("config.json changes:");
+        for line in lines {
+            println!("  {line}");
+        }
+    }
+    if claims.0.is_empty() {
+        println!("claims: none");
+    } else {
+        println!("claims:");
+        for claim in &claims.0 {
+            println!("  {}", serde_json::to_string(claim)?);
+        }
+    }
+    Ok(())
+}
+
+/// Lines `+ path: value`, `- path: value` and `~ path: old -> new` that turn `old` into `new`.
+/// Lists are compared by element: added and removed elements are shown, not every shifted index.
+fn diff(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let sub = format!("{path}.{key}");
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => diff(&sub, x, y, out),
+                    (Some(x), None) => out.push(format!("- {}: {x}", trim(&sub))),
+                    (None, Some(y)) => out.push(format!("+ {}: {y}", trim(&sub))),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a != b => {
+            let removed: Vec<&Value> = a.iter().filter(|x| !b.contains(x)).collect();
+            let added: Vec<&Value> = b.iter().filter(|y| !a.contains(y)).collect();
+            for x in &removed {
+                out.push(format!("- {}[]: {x}", trim(path)));
+            }
+            for y in &added {
+                out.push(format!("+ {}[]: {y}", trim(path)));
+            }
+            if removed.is_empty() && added.is_empty() {
+                out.push(format!("~ {}: reordered", trim(path)));
+            }
+        }
+        (a, b) if a != b => out.push(format!("~ {}: {a} -> {b}", trim(path))),
+        _ => {}
+    }
+}
+
+fn trim(path: &str) -> &str {
+    path.strip_prefix('.').unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn diff_shows_added_removed_changed_and_reordered() {
+        let old = json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "e": [1, 2], "gone": true});
+        let new = json!({"a": 2, "b": {"c": [1, 3], "d": "x"}, "e": [2, 1], "new": {"k": 1}});
+        let mut out = Vec::new();
+        diff("", &old, &new, &mut out);
+        assert_eq!(
+            out,
+            [
+                "~ a: 1 -> 2",
+                "- b.c[]: 2",
+                "+ b.c[]: 3",
+                "~ e: reordered",
+                "- gone: true",
+                "+ new: {\"k\":1}",
+            ]
+        );
+    }
+}

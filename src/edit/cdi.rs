@@ -1,0 +1,1106 @@
+//! CDI injection: resolves the requested CDI devices against the spec dirs and applies their
+//! container edits to the OCI spec with the reference library's (`pkg/cdi`) semantics.
+//!
+//! Order: for each requested device, its spec's spec-level edits (once per spec) and then the
+//! device's own edits. Every change is remove-then-add or add-if-absent, so applying twice gives
+//! the same config.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{
+    Hook as OciHook, Hooks, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxIntelRdt,
+    LinuxNamespaceType, LinuxNetDevice, Mount as OciMount, Spec,
+};
+
+use super::{Context, Edit, EditError};
+use crate::cdi::Registry;
+use crate::cdi::registry::LoadProblem;
+use crate::cdi::spec::{
+    ContainerEdits, DeviceNode, HOOK_STAGES, Hook, IntelRdt, Mount, NO_PERMISSIONS,
+};
+use crate::claims::Claims;
+use crate::request::{self, Device, Request, RequestError, Source};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CdiError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(
+        "unresolvable CDI devices {}; searched {}{}; run `cdirun cdi list` to see the devices found",
+        .devices.join(", "),
+        dirs_text(.dirs),
+        skipped_text(.skipped)
+    )]
+    Unresolvable {
+        devices: Vec<String>,
+        dirs: Vec<PathBuf>,
+        skipped: Vec<String>,
+    },
+    #[error("CDI device {device}: cannot stat host device node {path}: {cause}")]
+    HostNode {
+        device: String,
+        path: PathBuf,
+        cause: String,
+    },
+    #[error(
+        "CDI device {device}: host device node {path} is of type {host:?}, but the spec says {want:?}"
+    )]
+    TypeMismatch {
+        device: String,
+        path: PathBuf,
+        host: String,
+        want: String,
+    },
+    #[error("CDI device {device}: invalid hook name {stage:?}: use one of {}", HOOK_STAGES.join(", "))]
+    HookStage { device: String, stage: String },
+    #[error("CDI device {device}: config.json has no {section:?} section to edit")]
+    MissingSection {
+        device: String,
+        section: &'static str,
+    },
+}
+
+fn dirs_text(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        return "no spec dirs ([cdi] spec-dirs is empty)".into();
+    }
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    dirs.join(", ")
+}
+
+fn skipped_text(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", skipped.join("; "))
+    }
+}
+
+/// The CDI edit: first in the pipeline, skipped (no spec dir is read) when nothing is requested.
+pub struct Cdi;
+
+impl Edit for Cdi {
+    fn name(&self) -> &'static str {
+        "cdi"
+    }
+
+    fn apply(&self, spec: &mut Spec, ctx: &Context) -> Result<Claims, EditError> {
+        let request = request::from_spec(spec, ctx.config).map_err(CdiError::from)?;
+        if request.cdi.is_empty() {
+            return Ok(Claims::default());
+        }
+        let registry = Registry::load(&ctx.config.cdi.spec_dirs);
+        let devices = resolve(&registry, &request)?;
+        let mut edited = spec.clone();
+        inject(&mut edited, &registry, &devices)?;
+        *spec = edited;
+        Ok(Claims::default())
+    }
+}
+
+/// The qualified names a request means, in order and without repeats; every device that does
+/// not resolve is named in one error.
+pub fn resolve(registry: &Registry, request: &Request) -> Result<Vec<String>, CdiError> {
+    let mut found: Vec<String> = Vec::new();
+    let mut missing = Vec::new();
+    for requested in &request.cdi {
+        let names = match &requested.device {
+            Device::Qualified(q) => registry.devices.contains_key(q).then(|| vec![q.clone()]),
+            Device::All { kind } => {
+                // Generators such as nvidia-ctk define an `all` device; else every device.
+                let all = format!("{kind}=all");
+                if registry.devices.contains_key(&all) {
+                    Some(vec![all])
+                } else {
+                    Some(registry.devices_of_kind(kind)).filter(|v| !v.is_empty())
+                }
+            }
+            Device::InKind { kind, selector } => {
+                registry.find_in_kind(kind, selector).map(|q| vec![q])
+            }
+        };
+        match names {
+            Some(names) => {
+                for name in names {
+                    if !found.contains(&name) {
+                        found.push(name);
+                    }
+                }
+            }
+            None => missing.push(match &requested.source {
+                Source::Annotation(key) => {
+                    format!("{} (annotation {key})", requested.device.display_name())
+                }
+                Source::Env(var) => format!("{} ({var})", requested.device.display_name()),
+            }),
+        }
+    }
+    if missing.is_empty() {
+        Ok(found)
+    } else {
+        Err(CdiError::Unresolvable {
+            devices: missing,
+            dirs: registry.dirs.clone(),
+            skipped: registry
+                .problems
+                .iter()
+                .map(LoadProblem::to_string)
+                .collect(),
+        })
+    }
+}
+
+/// Applies the edits of `devices` (resolved names) to `spec`.
+pub fn inject(spec: &mut Spec, registry: &Registry, devices: &[String]) -> Result<(), CdiError> {
+    let mut specs_done = HashSet::new();
+    let mut batches: Vec<(String, &ContainerEdits)> = Vec::new();
+    for name in devices {
+        let Some(r) = registry.device_ref(name) else {
+            continue;
+        };
+        let loaded = &registry.specs[r.spec];
+        if specs_done.insert(r.spec) {
+            if let Some(edits) = &loaded.spec.container_edits {
+                let origin = format!("{name} (spec-level edits of {})", loaded.path.display());
+                batches.push((origin, edits));
+            }
+        }
+        batches.push((name.clone(), &loaded.spec.devices[r.device].container_edits));
+    }
+    let batches: Vec<(&str, &ContainerEdits)> =
+        batches.iter().map(|(o, e)| (o.as_str(), *e)).collect();
+    apply_edits(spec, &batches)
+}
+
+/// Applies batches of container edits, each with the device it comes from (named in errors),
+/// as the reference library applies their merge: all env, then device nodes, net devices,
+/// mounts (sorted once at the end), hooks, intelRdt (the last wins) and additional GIDs. Each
+/// list in `spec` is taken out once and put back once, so the cost is linear in the edits.
+pub fn apply_edits(spec: &mut Spec, batches: &[(&str, &ContainerEdits)]) -> Result<(), CdiError> {
+    let first = |has: &dyn Fn(&ContainerEdits) -> bool| {
+        batches
+            .iter()
+            .find(|(_, e)| has(e))
+            .map(|(origin, _)| *origin)
+    };
+    let missing = |origin: &str, section| CdiError::MissingSection {
+        device: origin.to_owned(),
+        section,
+    };
+
+    if let Some(origin) = first(&|e| !e.env.is_empty()) {
+        let process = spec
+            .process_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "process"))?;
+        let mut env = process.env().clone().unwrap_or_default();
+        for entry in batches.iter().flat_map(|(_, e)| &e.env) {
+            set_env(&mut env, entry);
+        }
+        process.set_env(Some(env));
+    }
+
+    if let Some(origin) = first(&|e| !e.device_nodes.is_empty()) {
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| (p.user().uid(), p.user().gid()));
+        let linux = spec
+            .linux_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "linux"))?;
+        let mut nodes = linux.devices().clone().unwrap_or_default();
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        let mut rules = resources.devices().clone().unwrap_or_default();
+        for (origin, edits) in batches {
+            for node in &edits.device_nodes {
+                let (device, rule) = oci_device(node, user, origin)?;
+                nodes.retain(|d| d.path() != device.path());
+                nodes.push(device);
+                if let Some(rule) = rule {
+                    if !rules.contains(&rule) {
+                        rules.push(rule);
+                    }
+                }
+            }
+        }
+        resources.set_devices(Some(rules));
+        linux
+            .set_devices(Some(nodes))
+            .set_resources(Some(resources));
+    }
+
+    if let Some(origin) = first(&|e| !e.net_devices.is_empty()) {
+        let linux = spec
+            .linux_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "linux"))?;
+        let mut net = linux.net_devices().clone().unwrap_or_default();
+        for dev in batches.iter().flat_map(|(_, e)| &e.net_devices) {
+            let mut oci = LinuxNetDevice::default();
+            oci.set_name(Some(dev.name.clone()));
+            net.insert(dev.host_interface_name.clone(), oci);
+        }
+        linux.set_net_devices(Some(net));
+    }
+
+    if first(&|e| !e.mounts.is_empty()).is_some() {
+        let idmaps = user_namespace_mappings(spec);
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for mount in batches.iter().flat_map(|(_, e)| &e.mounts) {
+            let oci = oci_mount(mount, idmaps.as_ref());
+            mounts.retain(|m| m.destination() != oci.destination());
+            mounts.push(oci);
+        }
+        sort_mounts(&mut mounts);
+        spec.set_mounts(Some(mounts));
+    }
+
+    if first(&|e| !e.hooks.is_empty()).is_some() {
+        let mut hooks = spec.hooks().clone().unwrap_or_default();
+        for (origin, edits) in batches {
+            for hook in &edits.hooks {
+                add_hook(&mut hooks, hook).map_err(|stage| CdiError::HookStage {
+                    device: (*origin).to_owned(),
+                    stage,
+                })?;
+            }
+        }
+        spec.set_hooks(Some(hooks));
+    }
+
+    if let Some((origin, rdt)) = batches
+        .iter()
+        .rev()
+        .find_map(|(o, e)| e.intel_rdt.as_ref().map(|r| (*o, r)))
+    {
+        let linux = spec
+            .linux_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "linux"))?;
+        linux.set_intel_rdt(Some(oci_intel_rdt(rdt)));
+    }
+
+    if let Some(origin) = first(&|e| e.additional_gids.iter().any(|g| *g != 0)) {
+        let process = spec
+            .process_mut()
+            .as_mut()
+            .ok_or_else(|| missing(origin, "process"))?;
+        let mut all = process.user().additional_gids().clone().unwrap_or_default();
+        for gid in batches.iter().flat_map(|(_, e)| &e.additional_gids) {
+            if *gid != 0 && !all.contains(gid) {
+                all.push(*gid);
+            }
+        }
+        process.user_mut().set_additional_gids(Some(all));
+    }
+    Ok(())
+}
+
+/// Sets `KEY=VALUE`, replacing an existing `KEY` in place.
+///
+/// Regression (the Rust `container-device-interface` crate appends instead, so an image's value
+/// listed first would win): the reference library replaces by key.
+fn set_env(env: &mut Vec<String>, entry: &str) {
+    let key = entry.split_once('=').map_or(entry, |(k, _)| k);
+    match env
+        .iter_mut()
+        .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+    {
+        Some(existing) => entry.clone_into(existing),
+        None => env.push(entry.to_owned()),
+    }
+}
+
+fn device_type(typ: &str) -> LinuxDeviceType {
+    match typ {
+        "b" => LinuxDeviceType::B,
+        "u" => LinuxDeviceType::U,
+        "p" => LinuxDeviceType::P,
+        _ => LinuxDeviceType::C,
+    }
+}
+
+/// What `lstat` says about a host node: (type, major, minor, permission bits).
+fn host_node(path: &Path) -> Result<(&'static str, i64, i64, u32), String> {
+    let stat = nix::sys::stat::lstat(path).map_err(|e| e.desc().to_owned())?;
+    let typ = match stat.st_mode & nix::libc::S_IFMT {
+        nix::libc::S_IFBLK => "b",
+        nix::libc::S_IFCHR => "c",
+        nix::libc::S_IFIFO => "p",
+        _ => return Err("not a device node".into()),
+    };
+    Ok((
+        typ,
+        nix::sys::stat::major(stat.st_rdev) as i64,
+        nix::sys::stat::minor(stat.st_rdev) as i64,
+        stat.st_mode & 0o7777,
+    ))
+}
+
+/// A CDI device node as an OCI device and its device cgroup rule.
+fn oci_device(
+    node: &DeviceNode,
+    user: Option<(u32, u32)>,
+    origin: &str,
+) -> Result<(LinuxDevice, Option<LinuxDeviceCgroup>), CdiError> {
+    let host = PathBuf::from(
+        node.host_path
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(&node.path),
+    );
+    let mut typ = node.typ.clone().filter(|t| !t.is_empty());
+    let mut major = node.major.unwrap_or(0);
+    let mut minor = node.minor.unwrap_or(0);
+    let mut file_mode = node.file_mode;
+    let fully_specified = typ.as_deref().is_some_and(|t| t == "p" || major != 0);
+    if !fully_specified {
+        let (host_type, host_major, host_minor, host_mode) =
+            host_node(&host).map_err(|cause| CdiError::HostNode {
+                device: origin.to_owned(),
+                path: host.clone(),
+                cause,
+            })?;
+        match typ.as_deref() {
+            None => typ = Some(host_type.to_owned()),
+            // "u" (unbuffered character) is a character device on the host.
+            Some(want) if want == host_type || (want == "u" && host_type == "c") => {}
+            Some(want) => {
+                return Err(CdiError::TypeMismatch {
+                    device: origin.to_owned(),
+                    path: host,
+                    host: host_type.to_owned(),
+                    want: want.to_owned(),
+                });
+            }
+        }
+        if major == 0 && host_type != "p" {
+            major = host_major;
+            minor = host_minor;
+        }
+        // Regression (the Rust crate leaves fileMode empty, so the node gets the runtime's
+        // default mode): the host node's permission bits are used when the spec gives none.
+        file_mode.get_or_insert(host_mode);
+    } else if file_mode.is_none() {
+        // Fully specified nodes need no host node; take its mode only if one is there.
+        if let Ok((_, _, _, mode)) = host_node(&host) {
+            file_mode = Some(mode);
+        }
+    }
+    let typ = typ.unwrap_or_else(|| "c".into());
+    let mut device = LinuxDevice::default();
+    device
+        .set_path(PathBuf::from(&node.path))
+        .set_typ(device_type(&typ))
+        .set_major(major)
+        .set_minor(minor)
+        .set_file_mode(file_mode)
+        // An unset owner defaults to the process user when that is not root (as upstream).
+        .set_uid(node.uid.or(user.map(|u| u.0).filter(|uid| *uid > 0)))
+        .set_gid(node.gid.or(user.map(|u| u.1).filter(|gid| *gid > 0)));
+    let rule = matches!(typ.as_str(), "b" | "c").then(|| {
+        let access = match node.permissions.as_deref() {
+            None | Some("") => "rwm",
+            // An allow rule with no access: the node exists but cannot be used.
+            Some(NO_PERMISSIONS) => "",
+            Some(perms) => perms,
+        };
+        let mut rule = LinuxDeviceCgroup::default();
+        rule.set_allow(true)
+            .set_typ(Some(device_type(&typ)))
+            .set_major(Some(major))
+            .set_minor(Some(minor))
+            .set_access(Some(access.to_owned()));
+        rule
+    });
+    Ok((device, rule))
+}
+
+type IdMaps = (
+    Option<Vec<libcontainer::oci_spec::runtime::LinuxIdMapping>>,
+    Option<Vec<libcontainer::oci_spec::runtime::LinuxIdMapping>>,
+);
+
+/// The container's ID mappings when it has a user namespace.
+fn user_namespace_mappings(spec: &Spec) -> Option<IdMaps> {
+    let linux = spec.linux().as_ref()?;
+    let userns = linux
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .any(|ns| ns.typ() == LinuxNamespaceType::User);
+    userns.then(|| (linux.uid_mappings().clone(), linux.gid_mappings().clone()))
+}
+
+fn is_bind(mount: &Mount) -> bool {
+    mount.typ.as_deref() == Some("bind")
+        || mount.options.iter().any(|o| o == "bind" || o == "rbind")
+}
+
+fn oci_mount(mount: &Mount, idmaps: Option<&IdMaps>) -> OciMount {
+    let mut oci = OciMount::default();
+    oci.set_destination(PathBuf::from(&mount.container_path))
+        .set_source(Some(PathBuf::from(&mount.host_path)))
+        .set_typ(mount.typ.clone().filter(|t| !t.is_empty()))
+        .set_options((!mount.options.is_empty()).then(|| mount.options.clone()));
+    // Regression (the Rust crate ignores user namespaces): under a user namespace a bind mount
+    // carries the container's ID mappings, so files keep their owners inside, as upstream does.
+    if let Some((uids, gids)) = idmaps {
+        if is_bind(mount) {
+            oci.set_uid_mappings(uids.clone())
+                .set_gid_mappings(gids.clone());
+        }
+    }
+    oci
+}
+
+/// Path depth as the reference library counts it: separators in the cleaned path.
+fn depth(path: &Path) -> usize {
+    use std::path::Component;
+    let normal = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .count();
+    if path.has_root() {
+        normal.max(1)
+    } else {
+        normal.saturating_sub(1)
+    }
+}
+
+/// Stable sort by destination depth, so `/a` is mounted before `/a/b` and never hides it.
+///
+/// Regression (the Rust crate leaves merged mounts in insertion order): the reference library
+/// sorts after merging.
+fn sort_mounts(mounts: &mut [OciMount]) {
+    mounts.sort_by_key(|m| depth(m.destination()));
+}
+
+/// Adds `hook` at its stage unless an identical hook is there; `Err` carries an unknown stage.
+fn add_hook(hooks: &mut Hooks, hook: &Hook) -> Result<(), String> {
+    let mut oci = OciHook::default();
+    oci.set_path(PathBuf::from(&hook.path))
+        .set_args((!hook.args.is_empty()).then(|| hook.args.clone()))
+        .set_env((!hook.env.is_empty()).then(|| hook.env.clone()))
+        .set_timeout(hook.timeout);
+    let add = |list: &Option<Vec<OciHook>>| -> Option<Vec<OciHook>> {
+        let mut list = list.clone().unwrap_or_default();
+        if !list.contains(&oci) {
+            list.push(oci.clone());
+        }
+        Some(list)
+    };
+    match hook.hook_name.as_str() {
+        "prestart" => {
+            #[allow(deprecated)]
+            let list = add(hooks.prestart());
+            #[allow(deprecated)]
+            hooks.set_prestart(list);
+        }
+        "createRuntime" => {
+            let list = add(hooks.create_runtime());
+            hooks.set_create_runtime(list);
+        }
+        "createContainer" => {
+            let list = add(hooks.create_container());
+            hooks.set_create_container(list);
+        }
+        "startContainer" => {
+            let list = add(hooks.start_container());
+            hooks.set_start_container(list);
+        }
+        "poststart" => {
+            let list = add(hooks.poststart());
+            hooks.set_poststart(list);
+        }
+        "poststop" => {
+            let list = add(hooks.poststop());
+            hooks.set_poststop(list);
+        }
+        other => return Err(other.to_owned()),
+    }
+    Ok(())
+}
+
+fn oci_intel_rdt(rdt: &IntelRdt) -> LinuxIntelRdt {
+    let mut oci = LinuxIntelRdt::default();
+    oci.set_clos_id(rdt.clos_id.clone())
+        .set_l3_cache_schema(rdt.l3_cache_schema.clone())
+        .set_mem_bw_schema(rdt.mem_bw_schema.clone())
+        .set_schemata(rdt.schemata.clone())
+        .set_enable_monitoring(rdt.enable_monitoring);
+    #[allow(deprecated)]
+    oci.set_enable_cmt(rdt.enable_cmt)
+        .set_enable_mbm(rdt.enable_mbm);
+    oci
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// An OCI spec from JSON, so inputs and wants read as config.json does.
+    fn oci(value: serde_json::Value) -> Spec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn edits(value: serde_json::Value) -> ContainerEdits {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/", "env": ["PATH=/bin", "HOME=/root"]},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}
+            ],
+            "linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}
+        })
+    }
+
+    /// `value` with the member at `pointer` (made if missing) set to `new`.
+    fn with(
+        mut value: serde_json::Value,
+        pointer: &str,
+        new: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut at = &mut value;
+        for key in pointer.split('/').skip(1) {
+            at = at
+                .as_object_mut()
+                .unwrap()
+                .entry(key)
+                .or_insert_with(|| json!({}));
+        }
+        *at = new;
+        value
+    }
+
+    /// Applies `edits` (then sorts mounts), twice, and checks both results equal `want`.
+    fn check(name: &str, input: Spec, edits: &ContainerEdits, want: &Spec) {
+        let mut spec = input;
+        apply_edits(&mut spec, &[("v.com/c=x", edits)]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&spec, want, "{name}");
+        apply_edits(&mut spec, &[("v.com/c=x", edits)]).unwrap();
+        assert_eq!(&spec, want, "{name}: applying twice changed the config");
+    }
+
+    #[test]
+    fn env_edits() {
+        let cases = [
+            (
+                "appended",
+                base(),
+                json!({"env": ["A=1"]}),
+                with(
+                    base(),
+                    "/process/env",
+                    json!(["PATH=/bin", "HOME=/root", "A=1"]),
+                ),
+            ),
+            (
+                // Regression: the Rust crate appends, leaving the image's HOME first (it wins).
+                "env_existing_key_is_replaced_in_place",
+                base(),
+                json!({"env": ["HOME=/cdi", "B=2", "B=3"]}),
+                with(
+                    base(),
+                    "/process/env",
+                    json!(["PATH=/bin", "HOME=/cdi", "B=3"]),
+                ),
+            ),
+        ];
+        for (name, input, e, want) in cases {
+            check(name, oci(input), &edits(e), &oci(want));
+        }
+    }
+
+    #[test]
+    fn regression_env_with_an_existing_key_is_replaced_in_place() {
+        // The Rust crate appends, leaving the image's HOME first, and the first one wins.
+        check(
+            "replace",
+            oci(base()),
+            &edits(json!({"env": ["HOME=/cdi"]})),
+            &oci(with(
+                base(),
+                "/process/env",
+                json!(["PATH=/bin", "HOME=/cdi"]),
+            )),
+        );
+    }
+
+    #[test]
+    fn regression_mounts_are_depth_sorted_after_merging() {
+        // The Rust crate keeps insertion order: /a added after /a/b would hide it.
+        let input = with(
+            base(),
+            "/mounts",
+            json!([{"destination": "/a/b", "source": "/h/b", "options": ["bind"]}]),
+        );
+        let want = with(
+            base(),
+            "/mounts",
+            json!([
+                {"destination": "/a", "source": "/h/a", "options": ["bind"]},
+                {"destination": "/a/b", "source": "/h/b", "options": ["bind"]}
+            ]),
+        );
+        let e = edits(
+            json!({"mounts": [{"hostPath": "/h/a", "containerPath": "/a", "options": ["bind"]}]}),
+        );
+        check("depth", oci(input), &e, &oci(want));
+    }
+
+    #[test]
+    fn device_node_edits() {
+        let rule = |typ: &str, major: i64, minor: i64, access: &str| json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": access});
+        let deny = json!({"allow": false, "access": "rwm"});
+        let cases = [
+            (
+                "fully specified, default permissions",
+                base(),
+                json!({"deviceNodes": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]}),
+                with(
+                    with(
+                        base(),
+                        "/linux/resources/devices",
+                        json!([deny, rule("c", 195, 0, "rwm")]),
+                    ),
+                    "/linux/devices",
+                    json!([{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]),
+                ),
+            ),
+            (
+                "permissions, owner and mode as given",
+                base(),
+                json!({"deviceNodes": [{"path": "/dev/b", "type": "b", "major": 8, "minor": 1,
+                    "permissions": "rw", "fileMode": 0o640, "uid": 5, "gid": 6}]}),
+                with(
+                    with(
+                        base(),
+                        "/linux/resources/devices",
+                        json!([deny, rule("b", 8, 1, "rw")]),
+                    ),
+                    "/linux/devices",
+                    json!([{"path": "/dev/b", "type": "b", "major": 8, "minor": 1,
+                        "fileMode": 0o640, "uid": 5, "gid": 6}]),
+                ),
+            ),
+            (
+                "none: an allow rule with no access",
+                base(),
+                json!({"deviceNodes": [{"path": "/dev/x", "type": "c", "major": 10, "minor": 1, "permissions": "none"}]}),
+                with(
+                    with(
+                        base(),
+                        "/linux/resources/devices",
+                        json!([deny, rule("c", 10, 1, "")]),
+                    ),
+                    "/linux/devices",
+                    json!([{"path": "/dev/x", "type": "c", "major": 10, "minor": 1}]),
+                ),
+            ),
+            (
+                "existing device at the same path is replaced",
+                with(
+                    base(),
+                    "/linux/devices",
+                    json!([{"path": "/dev/x", "type": "c", "major": 1, "minor": 1}, {"path": "/dev/y", "type": "c", "major": 1, "minor": 2}]),
+                ),
+                json!({"deviceNodes": [{"path": "/dev/x", "type": "c", "major": 10, "minor": 1}]}),
+                with(
+                    with(
+                        base(),
+                        "/linux/resources/devices",
+                        json!([deny, rule("c", 10, 1, "rwm")]),
+                    ),
+                    "/linux/devices",
+                    json!([{"path": "/dev/y", "type": "c", "major": 1, "minor": 2}, {"path": "/dev/x", "type": "c", "major": 10, "minor": 1}]),
+                ),
+            ),
+            (
+                "non-root process user owns the node",
+                with(base(), "/process/user", json!({"uid": 1000, "gid": 100})),
+                json!({"deviceNodes": [{"path": "/dev/x", "type": "c", "major": 10, "minor": 1}]}),
+                with(
+                    with(
+                        with(base(), "/process/user", json!({"uid": 1000, "gid": 100})),
+                        "/linux/resources/devices",
+                        json!([deny, rule("c", 10, 1, "rwm")]),
+                    ),
+                    "/linux/devices",
+                    json!([{"path": "/dev/x", "type": "c", "major": 10, "minor": 1, "uid": 1000, "gid": 100}]),
+                ),
+            ),
+        ];
+        // /dev/nvidia0, /dev/x ... do not exist here: fully specified nodes get no mode.
+        for (name, input, e, want) in cases {
+            check(name, oci(input), &edits(e), &oci(want));
+        }
+    }
+
+    #[test]
+    fn host_node_fills_type_numbers_and_mode() {
+        // /dev/null is char 1:3 everywhere.
+        let mode = std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o7777;
+        let e = edits(json!({"deviceNodes": [{"path": "/dev/null-in", "hostPath": "/dev/null"}]}));
+        let want = with(
+            with(
+                base(),
+                "/linux/resources/devices",
+                json!([{"allow": false, "access": "rwm"},
+                       {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]),
+            ),
+            "/linux/devices",
+            json!([{"path": "/dev/null-in", "type": "c", "major": 1, "minor": 3, "fileMode": mode}]),
+        );
+        check("stat fill", oci(base()), &e, &oci(want));
+    }
+
+    #[test]
+    fn regression_file_mode_is_filled_from_the_host_node() {
+        // Regression: the Rust crate leaves fileMode unset. A FIFO needs no root to make.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = edits(json!({"deviceNodes": [{"path": "/dev/fifo", "hostPath": fifo}]}));
+        let want = with(
+            base(),
+            "/linux/devices",
+            json!([{"path": "/dev/fifo", "type": "p", "major": 0, "minor": 0, "fileMode": 0o640}]),
+        );
+        check("fifo", oci(base()), &e, &oci(want));
+    }
+
+    #[test]
+    fn host_node_errors_name_the_device_and_path() {
+        let cases = [
+            (
+                json!({"deviceNodes": [{"path": "/dev/none", "hostPath": "/nonexistent/dev0"}]}),
+                "/nonexistent/dev0",
+            ),
+            (
+                json!({"deviceNodes": [{"path": "/dev/x", "hostPath": "/etc/hostname"}]}),
+                "not a device node",
+            ),
+            (
+                json!({"deviceNodes": [{"path": "/dev/x", "hostPath": "/dev/null", "type": "b"}]}),
+                "type \"c\"",
+            ),
+        ];
+        for (e, want) in cases {
+            let mut spec = oci(base());
+            let err = apply_edits(&mut spec, &[("v.com/c=x", &edits(e))])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("v.com/c=x") && err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn mount_edits() {
+        let cases = [
+            (
+                // Regression: the Rust crate keeps insertion order, so /dev would hide /dev/fake.
+                "mounts_are_depth_sorted_after_merging",
+                base(),
+                json!({"mounts": [{"hostPath": "/h/lib", "containerPath": "/usr/lib/fake", "options": ["ro", "bind"]},
+                                  {"hostPath": "/h/x", "containerPath": "/x", "type": "bind"}]}),
+                with(
+                    base(),
+                    "/mounts",
+                    json!([
+                        {"destination": "/proc", "type": "proc", "source": "proc"},
+                        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                        {"destination": "/x", "type": "bind", "source": "/h/x"},
+                        {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+                        {"destination": "/usr/lib/fake", "source": "/h/lib", "options": ["ro", "bind"]}
+                    ]),
+                ),
+            ),
+            (
+                "same container path is replaced",
+                base(),
+                json!({"mounts": [{"hostPath": "/h/pts", "containerPath": "/dev/pts", "options": ["bind"]}]}),
+                with(
+                    base(),
+                    "/mounts",
+                    json!([
+                        {"destination": "/proc", "type": "proc", "source": "proc"},
+                        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                        {"destination": "/dev/pts", "source": "/h/pts", "options": ["bind"]}
+                    ]),
+                ),
+            ),
+        ];
+        for (name, input, e, want) in cases {
+            check(name, oci(input), &edits(e), &oci(want));
+        }
+    }
+
+    #[test]
+    fn regression_mounts_get_id_mappings_under_a_user_namespace() {
+        // Regression: the Rust crate ignores user namespaces; upstream maps bind mounts.
+        let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        let userns = with(
+            with(
+                base(),
+                "/linux",
+                json!({"namespaces": [{"type": "user"}, {"type": "mount"}]}),
+            ),
+            "/mounts",
+            json!([]),
+        );
+        let userns = with(userns.clone(), "/linux", {
+            let mut l = userns["linux"].clone();
+            l["uidMappings"] = map.clone();
+            l["gidMappings"] = map.clone();
+            l
+        });
+        let e = edits(json!({"mounts": [
+            {"hostPath": "/h/lib", "containerPath": "/lib/fake", "options": ["ro", "rbind"]},
+            {"hostPath": "tmpfs", "containerPath": "/scratch", "type": "tmpfs"}
+        ]}));
+        let want = with(
+            userns.clone(),
+            "/mounts",
+            json!([
+                {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/lib/fake", "source": "/h/lib", "options": ["ro", "rbind"],
+                 "uidMappings": map, "gidMappings": map}
+            ]),
+        );
+        check("userns", oci(userns), &e, &oci(want));
+    }
+
+    #[test]
+    fn hook_edits() {
+        let hook = |path: &str| json!({"path": path, "args": [path, "x"]});
+        let cases = [
+            (
+                "every stage",
+                base(),
+                json!({"hooks": [
+                    {"hookName": "prestart", "path": "/p", "args": ["/p", "x"]},
+                    {"hookName": "createRuntime", "path": "/cr", "args": ["/cr", "x"]},
+                    {"hookName": "createContainer", "path": "/cc", "args": ["/cc", "x"]},
+                    {"hookName": "startContainer", "path": "/sc", "args": ["/sc", "x"]},
+                    {"hookName": "poststart", "path": "/ps", "args": ["/ps", "x"]},
+                    {"hookName": "poststop", "path": "/po", "args": ["/po", "x"], "env": ["A=1"], "timeout": 5}
+                ]}),
+                with(
+                    base(),
+                    "/hooks",
+                    json!({
+                        "prestart": [hook("/p")], "createRuntime": [hook("/cr")],
+                        "createContainer": [hook("/cc")], "startContainer": [hook("/sc")],
+                        "poststart": [hook("/ps")],
+                        "poststop": [{"path": "/po", "args": ["/po", "x"], "env": ["A=1"], "timeout": 5}]
+                    }),
+                ),
+            ),
+            (
+                "existing hooks kept, identical hook not repeated",
+                with(
+                    base(),
+                    "/hooks",
+                    json!({"createContainer": [hook("/user"), hook("/cc")]}),
+                ),
+                json!({"hooks": [{"hookName": "createContainer", "path": "/cc", "args": ["/cc", "x"]}]}),
+                with(
+                    base(),
+                    "/hooks",
+                    json!({"createContainer": [hook("/user"), hook("/cc")]}),
+                ),
+            ),
+        ];
+        for (name, input, e, want) in cases {
+            check(name, oci(input), &edits(e), &oci(want));
+        }
+        let mut spec = oci(base());
+        let bad = edits(json!({"hooks": [{"hookName": "preStart", "path": "/p"}]}));
+        let err = apply_edits(&mut spec, &[("v.com/c=x", &bad)]).unwrap_err();
+        assert!(err.to_string().contains("preStart"), "{err}");
+    }
+
+    #[test]
+    fn gid_rdt_and_net_device_edits() {
+        let cases = [
+            (
+                "additionalGids deduplicated, 0 skipped",
+                with(
+                    base(),
+                    "/process/user",
+                    json!({"uid": 0, "gid": 0, "additionalGids": [44]}),
+                ),
+                json!({"additionalGids": [0, 44, 45]}),
+                with(
+                    base(),
+                    "/process/user",
+                    json!({"uid": 0, "gid": 0, "additionalGids": [44, 45]}),
+                ),
+            ),
+            (
+                "intelRdt replaced",
+                with(base(), "/linux/intelRdt", json!({"closID": "old"})),
+                json!({"intelRdt": {"closID": "gpu", "schemata": ["L3:0=f"], "enableMonitoring": true}}),
+                with(
+                    base(),
+                    "/linux/intelRdt",
+                    json!({"closID": "gpu", "schemata": ["L3:0=f"], "enableMonitoring": true}),
+                ),
+            ),
+            (
+                "netDevices by host name",
+                base(),
+                json!({"netDevices": [{"hostInterfaceName": "eth9", "name": "net0"}]}),
+                with(
+                    base(),
+                    "/linux/netDevices",
+                    json!({"eth9": {"name": "net0"}}),
+                ),
+            ),
+        ];
+        for (name, input, e, want) in cases {
+            check(name, oci(input), &edits(e), &oci(want));
+        }
+    }
+
+    // --- the whole stage: registry + request + injection ---
+
+    const NVIDIA: &str = r#"
+cdiVersion: "0.6.0"
+kind: nvidia.com/gpu
+containerEdits:
+  env: ["NVIDIA_DRIVER_CAPABILITIES=utility,compute"]
+  mounts:
+    - {hostPath: /h/libcuda.so.1, containerPath: /usr/lib/libcuda.so.1, options: [ro, bind]}
+devices:
+  - name: "0"
+    annotations: {gpu.uuid: GPU-aaaa}
+    containerEdits:
+      deviceNodes: [{path: /dev/nvidia0, type: c, major: 195, minor: 0}]
+  - name: "1"
+    containerEdits:
+      deviceNodes: [{path: /dev/nvidia1, type: c, major: 195, minor: 1}]
+"#;
+
+    fn config_for(dirs: &[&Path]) -> Config {
+        let mut config = Config::default();
+        config.cdi.spec_dirs = dirs.iter().map(|d| d.to_path_buf()).collect();
+        config
+    }
+
+    fn run(spec: &mut Spec, config: &Config) -> Result<Claims, EditError> {
+        let ctx = Context {
+            container_id: "c1",
+            systemd_cgroup: false,
+            config,
+        };
+        Cdi.apply(spec, &ctx)
+    }
+
+    #[test]
+    fn spec_edits_once_then_device_edits_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA).unwrap();
+        let config = config_for(&[dir.path()]);
+        let input = with(
+            base(),
+            "/process/env",
+            json!(["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all"]),
+        );
+        let mut spec = oci(input.clone());
+        run(&mut spec, &config).unwrap();
+        let mut want = input;
+        want["process"]["env"] = json!([
+            "PATH=/bin",
+            "NVIDIA_VISIBLE_DEVICES=all",
+            "NVIDIA_DRIVER_CAPABILITIES=utility,compute"
+        ]);
+        want["mounts"] = json!([
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+            {"destination": "/usr/lib/libcuda.so.1", "source": "/h/libcuda.so.1", "options": ["ro", "bind"]}
+        ]);
+        want["linux"]["devices"] = json!([
+            {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0},
+            {"path": "/dev/nvidia1", "type": "c", "major": 195, "minor": 1}
+        ]);
+        want["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 195, "minor": 1, "access": "rwm"}
+        ]);
+        assert_eq!(spec, oci(want));
+        let once = spec.clone();
+        run(&mut spec, &config).unwrap();
+        assert_eq!(spec, once, "applying twice changed the config");
+    }
+
+    #[test]
+    fn uuid_selects_by_annotation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA).unwrap();
+        let config = config_for(&[dir.path()]);
+        let mut spec = oci(with(
+            base(),
+            "/process/env",
+            json!(["NVIDIA_VISIBLE_DEVICES=GPU-aaaa"]),
+        ));
+        run(&mut spec, &config).unwrap();
+        let devices = spec.linux().as_ref().unwrap().devices().clone().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].path(), Path::new("/dev/nvidia0"));
+    }
+
+    #[test]
+    fn unresolvable_devices_are_named_together_and_spec_is_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA).unwrap();
+        std::fs::write(dir.path().join("broken.json"), "{").unwrap();
+        let config = config_for(&[dir.path(), Path::new("/nonexistent/cdi")]);
+        let mut input = with(
+            base(),
+            "/process/env",
+            json!(["NVIDIA_VISIBLE_DEVICES=0,7"]),
+        );
+        input["annotations"] = json!({"cdi.k8s.io/x": "vendor.com/fpga=a,nvidia.com/gpu=1"});
+        let mut spec = oci(input.clone());
+        let err = run(&mut spec, &config).unwrap_err().to_string();
+        assert_eq!(spec, oci(input));
+        for want in [
+            "vendor.com/fpga=a (annotation cdi.k8s.io/x)",
+            "nvidia.com/gpu=7 (NVIDIA_VISIBLE_DEVICES)",
+            &dir.path().display().to_string(),
+            "/nonexistent/cdi",
+            "broken.json",
+        ] {
+            assert!(err.contains(want), "{want:?} not in {err}");
+        }
+        assert!(!err.contains("nvidia.com/gpu=0 "), "{err}");
+    }
+
+    #[test]
+    fn nothing_requested_reads_no_spec_dir() {
+        // An unreadable dir would be reported if it were scanned; nothing is requested, so the
+        // stage is skipped and succeeds without touching the spec.
+        let config = config_for(&[Path::new("/proc/self/fd/0/not-a-dir")]);
+        let mut spec = oci(base());
+        run(&mut spec, &config).unwrap();
+        assert_eq!(spec, oci(base()));
+    }
+}
