@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cdirun's build, demo and test suites need, only when missing.
+#   install-deps.sh build   : compile cdirun (libseccomp for libcontainer's seccomp support)
+#   install-deps.sh demo    : build + busybox-static for the demo container's rootfs
+#   install-deps.sh test    : demo + everything the test suites drive (runc, crun, podman, ...)
+set -euo pipefail
+
+build=(libseccomp-dev pkg-config gcc)
+demo=("${build[@]}" busybox-static jq)
+test=("${demo[@]}" runc crun podman conmon containerd hyperfine procps iproute2 uidmap)
+
+case "${1:-test}" in
+  build) wanted=("${build[@]}") ;;
+  demo) wanted=("${demo[@]}") ;;
+  test) wanted=("${test[@]}") ;;
+  *) echo "usage: $0 [build|demo|test]" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install a Rust toolchain (1.85 or newer) with rustup" >&2
+  exit 1
+fi
