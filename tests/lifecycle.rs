@@ -448,3 +448,50 @@ fn explain_with_a_live_containers_id_leaves_it_running() {
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// Regression: create wrote its edits (the cgroupsPath among them) into config.json, so a second
+/// container from the same bundle inherited the first one's cgroup, and deleting either killed
+/// both. Every create must start from the client's own config.
+#[test]
+fn containers_from_one_bundle_get_their_own_cgroups() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let client_config = fs::read(bundle.path().join("config.json")).unwrap();
+    let (a, b) = (unique_id("reuse-a"), unique_id("reuse-b"));
+    rt.created(&bundle, &a);
+    rt.created(&bundle, &b);
+    let cgroup = |id: &str| {
+        let pid = rt.state(id)["pid"].as_i64().unwrap();
+        fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap()
+    };
+    let (cgroup_a, cgroup_b) = (cgroup(&a), cgroup(&b));
+    assert!(
+        cgroup_a.contains(&a) && !cgroup_a.contains(&b),
+        "{cgroup_a}"
+    );
+    assert!(
+        cgroup_b.contains(&b) && !cgroup_b.contains(&a),
+        "{cgroup_b}"
+    );
+    rt.ok(&["start", &b]);
+    rt.ok(&["delete", "--force", &a]);
+    assert_eq!(rt.status(&b), "running", "deleting {a} hurt {b}");
+    rt.ok(&["delete", "--force", &b]);
+    rt.assert_gone(&a);
+    rt.assert_gone(&b);
+    // The next create from the bundle still starts from the client's config.
+    let c = unique_id("reuse-c");
+    rt.created(&bundle, &c);
+    assert!(cgroup(&c).contains(&c));
+    rt.ok(&["delete", "--force", &c]);
+    // A failed create puts the client's bytes back.
+    bundle.edit(|spec| spec["process"]["args"] = serde_json::json!(["/bin/no-such-program"]));
+    let failing_config = fs::read(bundle.path().join("config.json")).unwrap();
+    assert_ne!(failing_config, client_config);
+    let (ok, _) = rt.create(&bundle, &unique_id("reuse-d"), &[]);
+    assert!(!ok);
+    assert_eq!(
+        fs::read(bundle.path().join("config.json")).unwrap(),
+        failing_config
+    );
+}

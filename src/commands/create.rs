@@ -52,8 +52,8 @@ impl Init<'_> {
         let bundle = super::absolute(self.bundle)?;
         let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
 
-        let mut spec = bundle::load(&bundle)?;
-        let original = spec.clone();
+        let on_disk = bundle::Config::load(&bundle)?;
+        let mut spec = on_disk.source.clone();
         let ctx = edit::Context {
             container_id: id,
             systemd_cgroup: globals.systemd_cgroup,
@@ -81,7 +81,7 @@ impl Init<'_> {
         };
         let leftovers = placement.dirs_to_create();
         let built = self
-            .save_and_build(&bundle, &spec, spec != original, globals)
+            .save_and_build(&bundle, &on_disk, &spec, globals)
             .and_then(|mut container| {
                 let finished = placement
                     .place_init(&container)
@@ -102,6 +102,9 @@ impl Init<'_> {
             Ok(container) => Ok(container),
             Err(err) => {
                 undo(&container_dir, &leftovers);
+                if let Err(restore_err) = on_disk.restore(&bundle) {
+                    tracing::warn!("cannot restore the bundle's config.json: {restore_err}");
+                }
                 // The scope's directories are among `leftovers`: exactly the ones this create
                 // made. Releasing the scope claim would also kill whatever else is in it.
                 release(&record.claims.without_scopes(), &loaded.config);
@@ -113,13 +116,11 @@ impl Init<'_> {
     fn save_and_build(
         &self,
         bundle: &Path,
+        on_disk: &bundle::Config,
         spec: &libcontainer::oci_spec::runtime::Spec,
-        changed: bool,
         globals: &Globals,
     ) -> Result<Container> {
-        if changed {
-            bundle::save(bundle, spec)?;
-        }
+        on_disk.save(bundle, spec)?;
         std::fs::create_dir_all(&globals.root)
             .with_context(|| format!("cannot create root directory {}", globals.root.display()))?;
         let pid_file = self.pid_file.map(super::absolute).transpose()?;

@@ -14,7 +14,7 @@ use crate::{bundle, edit};
 pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
     let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
     let bundle = super::absolute(&args.bundle)?;
-    let original = bundle::load(&bundle)?;
+    let original = bundle::Config::load(&bundle)?.source;
     let mut spec = original.clone();
     let ctx = edit::Context {
         container_id: &args.id,

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Whole-command timings of cdirun against runc and crun in one hyperfine run per operation:
+#   run /bin/true, create+start+wait+delete, state, list, exec.
+# crun 1.8 refuses this host's hybrid cgroup layout, so every runtime runs inside one private
+# mount namespace with the cgroup2 mount at /sys/fs/cgroup/unified detached (the same layout
+# for all three, so the comparison is fair). Results: Markdown tables in $OUT (default
+# target/bench), and a ratio summary on stdout.
+#   benches/commands.sh [RUNS]     (default 100 runs per command)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
+
+if [ "${1:-}" != --inside ]; then
+  scripts/install-deps.sh test
+  cargo build --release --locked --quiet
+  # Re-enter in a private mount namespace; the host keeps its cgroup2 mount.
+  exec unshare --mount --propagation private "$0" --inside "${1:-100}"
+fi
+runs=$2
+umount /sys/fs/cgroup/unified 2>/dev/null || true
+
+cdirun=$PWD/target/release/cdirun
+out=${OUT:-$PWD/target/bench}
+mkdir -p "$out"
+work=$(mktemp -d /tmp/cdirun-bench.XXXXXX)
+runtimes=(cdirun runc crun)
+declare -A bin=([cdirun]=$cdirun [runc]=$(command -v runc) [crun]=$(command -v crun))
+
+cleanup() {
+  for rt in "${runtimes[@]}"; do
+    for id in $("${bin[$rt]}" --root "$work/root-$rt" list -q 2>/dev/null); do
+      "${bin[$rt]}" --root "$work/root-$rt" delete --force "$id" >/dev/null 2>&1 || true
+    done
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One bundle per runtime (crun and runc write nothing into it, cdirun may rewrite config.json).
+for rt in "${runtimes[@]}"; do
+  make_rootfs "$work/bundle-$rt/rootfs"
+  "$cdirun" spec --bundle "$work/bundle-$rt"
+  jq '.process.terminal = false | .process.args = ["/bin/true"] | del(.linux.cgroupsPath)' \
+    "$work/bundle-$rt/config.json" >"$work/c.json" && mv "$work/c.json" "$work/bundle-$rt/config.json"
+  mkdir -p "$work/root-$rt"
+done
+
+# rt CMD...: the runtime with its own --root.
+cmd() { echo "${bin[$1]} --root $work/root-$1"; }
+
+bench() {
+  local name=$1
+  shift
+  echo "== $name"
+  hyperfine -N --warmup 5 --runs "$runs" --export-markdown "$out/$name.md" --export-json "$out/$name.json" "$@" \
+    2>&1 | grep -E '^Benchmark|Time \(mean|Range'
+}
+
+commands=()
+for rt in "${runtimes[@]}"; do commands+=(-n "$rt" "$(cmd "$rt") run --bundle $work/bundle-$rt b-run"); done
+bench run "${commands[@]}"
+
+# create + start + wait for exit + delete, as a shim does it (state polled until stopped).
+commands=()
+for rt in "${runtimes[@]}"; do
+  c=$(cmd "$rt")
+  commands+=(-n "$rt" "sh -c '$c create --bundle $work/bundle-$rt b-life >/dev/null && $c start b-life && until $c state b-life | grep -q stopped; do :; done && $c delete b-life'")
+done
+bench lifecycle "${commands[@]}"
+
+# state, list and exec against one long-running container per runtime.
+for rt in "${runtimes[@]}"; do
+  jq '.process.args = ["sleep", "3600"]' "$work/bundle-$rt/config.json" >"$work/c.json"
+  mkdir -p "$work/long-$rt" && cp "$work/c.json" "$work/long-$rt/config.json"
+  ln -s "$work/bundle-$rt/rootfs" "$work/long-$rt/rootfs"
+  $(cmd "$rt") run --detach --bundle "$work/long-$rt" b-long </dev/null >/dev/null 2>&1
+done
+for verb in state list; do
+  commands=()
+  for rt in "${runtimes[@]}"; do
+    arg=$([ "$verb" = state ] && echo b-long || true)
+    commands+=(-n "$rt" "$(cmd "$rt") $verb $arg")
+  done
+  bench "$verb" "${commands[@]}"
+done
+commands=()
+for rt in "${runtimes[@]}"; do commands+=(-n "$rt" "$(cmd "$rt") exec b-long /bin/true"); done
+bench exec "${commands[@]}"
+
+# Peak RSS of create (+ delete), from GNU time's maximum resident set size.
+echo "== peak RSS of create (KiB)"
+for rt in "${runtimes[@]}"; do
+  c=$(cmd "$rt")
+  rss=$( { /usr/bin/time -f %M $c create --bundle "$work/bundle-$rt" b-rss >/dev/null; } 2>&1 | tail -n 1)
+  $c delete --force b-rss >/dev/null 2>&1 || true
+  echo "$rt $rss"
+done | tee "$out/rss.txt"
+
+echo "== ratios (mean time of cdirun / other runtime; below 1 means cdirun is faster)"
+for name in run lifecycle state list exec; do
+  jq -r --arg name "$name" '
+    (.results | map({key: .command, value: .mean}) | from_entries) as $m
+    | "\($name): cdirun \($m.cdirun * 1000 | . * 10 | round / 10) ms, runc \($m.runc * 1000 | . * 10 | round / 10) ms, crun \($m.crun * 1000 | . * 10 | round / 10) ms; vs runc \($m.cdirun / $m.runc | . * 100 | round / 100), vs crun \($m.cdirun / $m.crun | . * 100 | round / 100)"' \
+    "$out/$name.json"
+done | tee "$out/summary.txt"

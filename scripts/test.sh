@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs every test suite on this machine, as root, with real containers: the Rust unit and
+# integration tests, then the suites under conformance/. Installs what the suites need first,
+# builds the release binary once and hands it to every suite through CDIRUN_BIN.
+# Prints each suite's result and, last, "N passed, N failed" over all of them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+require_root
+scripts/install-deps.sh test || exit 1
+
+echo "== build"
+cargo build --release --locked --workspace || exit 1
+export CDIRUN_BIN=$PWD/target/release/cdirun
+
+passed=0
+failed=0
+suites_failed=()
+logs=$(mktemp -d /tmp/cdirun-test-logs.XXXXXX)
+
+# add_counts LOG: adds the "N passed, N failed" counts of every result line in LOG.
+add_counts() {
+  local p f
+  read -r p f < <(grep -E '^test result: ' "$1" |
+    sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/' |
+    awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+  if [ "$p" = 0 ] && [ "$f" = 0 ]; then
+    read -r p f < <(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 |
+      sed -E 's/^([A-Za-z]+: )?([0-9]+) passed, ([0-9]+) failed.*/\2 \3/')
+  fi
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+}
+
+# suite NAME CMD...: runs one suite, keeps its log, counts its results.
+suite() {
+  local name=$1
+  shift
+  echo "== $name"
+  local log="$logs/$name.log"
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  add_counts "$log"
+  if [ "$rc" != 0 ]; then
+    suites_failed+=("$name")
+  fi
+}
+
+# Test binaries build in the dev profile (fat LTO would relink each one slowly); the containers
+# they drive run the release binary above.
+suite cargo-test cargo test --locked --workspace
+
+for script in conformance/run.sh conformance/clients/*.sh; do
+  [ -x "$script" ] || continue
+  suite "$(basename "$(dirname "$script")")-$(basename "$script" .sh)" "$script"
+done
+
+echo "== summary (logs in $logs)"
+if ((${#suites_failed[@]})); then
+  echo "failed suites: ${suites_failed[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && ((${#suites_failed[@]} == 0))
