@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod config;
 mod edit;
+mod late_hooks;
 mod log;
 
 use std::path::PathBuf;
