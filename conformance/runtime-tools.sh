@@ -187,7 +187,8 @@ run_program() {
 # naming an error.
 readonly ERROR_DIAGNOSTIC='^  *"error": "[^"]|^# .*[Ee]rror'
 
-# Judges one program's output. Prints "pass|fail<TAB>ok<TAB>notok<TAB>skip<TAB>reason".
+# Judges one program's output. Prints "pass|fail<TAB>ok<TAB>notok<TAB>skip<TAB>reason" (ok
+# counts test points that passed without being skipped).
 # Failed: non-zero exit, any "not ok", fewer test points than planned, or no test point at all
 # while the program reported an error.
 judge() {
@@ -215,7 +216,7 @@ judge() {
 	reason=${reason//|/\\|}
 	reason=${reason:0:200}
 	printf '%s\t%s\t%s\t%s\t%s\n' "$([[ -z $reason ]] && echo pass || echo fail)" \
-		$((count - notok)) "$notok" "$skip" "$reason"
+		$((count - notok - skip)) "$notok" "$skip" "$reason"
 }
 
 # Expected cdirun failures: "program<whitespace>category<whitespace>reason".
