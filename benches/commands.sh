@@ -71,10 +71,10 @@ bench lifecycle "${commands[@]}"
 
 # state, list and exec against one long-running container per runtime.
 for rt in "${runtimes[@]}"; do
-  jq '.process.args = ["sleep", "3600"]' "$work/bundle-$rt/config.json" >"$work/c.json"
-  mkdir -p "$work/long-$rt" && cp "$work/c.json" "$work/long-$rt/config.json"
-  ln -s "$work/bundle-$rt/rootfs" "$work/long-$rt/rootfs"
-  $(cmd "$rt") run --detach --bundle "$work/long-$rt" b-long </dev/null >/dev/null 2>&1
+  mkdir -p "$work/long-$rt"
+  jq --arg rootfs "$work/bundle-$rt/rootfs" '.process.args = ["sleep", "3600"] | .root.path = $rootfs' \
+    "$work/bundle-$rt/config.json" >"$work/long-$rt/config.json"
+  $(cmd "$rt") run --detach --bundle "$work/long-$rt" b-long </dev/null >/dev/null
 done
 for verb in state list; do
   commands=()

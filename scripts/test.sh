@@ -50,9 +50,13 @@ suite() {
 # they drive run the release binary above.
 suite cargo-test cargo test --locked --workspace
 
-for script in conformance/run.sh conformance/clients/*.sh; do
+# The OCI runtime-tools validation suite (cdirun only; --compare adds runc and crun).
+suite runtime-tools conformance/runtime-tools.sh
+
+# Real clients driving cdirun.
+for script in conformance/clients/*.sh; do
   [ -x "$script" ] || continue
-  suite "$(basename "$(dirname "$script")")-$(basename "$script" .sh)" "$script"
+  suite "clients-$(basename "$script" .sh)" "$script"
 done
 
 echo "== summary (logs in $logs)"

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use libcontainer::container::Container;
 use libcontainer::container::state::State;
+use libcontainer::container::{Container, ContainerStatus};
 
 use super::Globals;
 use crate::claims::Record;
@@ -21,14 +21,32 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
         anyhow::bail!("container {id:?} does not exist");
     }
     let mut container = super::load_container(globals, id)?;
+    if !args.force {
+        refuse_created(&mut container)?;
+    }
     delete_container(&mut container, &dir, args.force)
+}
+
+/// runtime-spec (runtime.md, delete): deleting a container that is not `stopped` MUST fail and
+/// leave it as it is. libcontainer 0.7 kills and deletes a `created` one anyway (as runc does);
+/// containerd and podman pass `--force` for those, so only a plain delete is refused.
+fn refuse_created(container: &mut Container) -> Result<()> {
+    container
+        .refresh_status()
+        .with_context(|| format!("cannot read the status of container {:?}", container.id()))?;
+    if container.status() == ContainerStatus::Created {
+        anyhow::bail!(
+            "cannot delete container {:?}: it is created, not stopped (start it, or use delete --force)",
+            container.id()
+        );
+    }
+    Ok(())
 }
 
 /// Deletes a loaded container, then releases the claims its record lists.
 pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> Result<()> {
     let record = Record::load(dir)?;
-    container
-        .delete(force)
+    crate::late_hooks::delete(container, force)
         .with_context(|| format!("cannot delete container {:?}", container.id()))?;
     if let Some(record) = record {
         record.claims.release(&record.state_dir)?;

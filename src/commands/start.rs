@@ -6,7 +6,6 @@ use super::Globals;
 
 pub fn start(args: liboci_cli::Start, globals: &Globals) -> Result<()> {
     let mut container = super::load_container(globals, &args.container_id)?;
-    container
-        .start()
+    crate::late_hooks::start(&mut container)
         .with_context(|| format!("cannot start container {:?}", args.container_id))
 }
