@@ -368,3 +368,24 @@ fn stage_add_is_add_if_absent() {
         assert!(Stage::parse(name).is_some(), "{name}");
     }
 }
+
+#[test]
+fn shipped_examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/hooks.d");
+    let (names, problems) = files(std::slice::from_ref(&dir));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
+    for file in names {
+        let text = fs::read_to_string(&file).unwrap();
+        let def = Definition::parse(&text, &file, &|p| p == Path::new("/usr/bin/cdirun-hook"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(def.stages, [Stage::CreateContainer], "{}", file.display());
+        assert_eq!(def.hook.args().as_ref().unwrap()[0], "cdirun-hook");
+        // Opt-in: nothing matches a container without annotations.
+        let none = HashMap::new();
+        assert!(
+            !def.matches(&subject(&none, Some(Some("/bin/sh")), true))
+                .unwrap()
+        );
+    }
+}
