@@ -267,17 +267,7 @@ fn broken_definition_is_skipped_with_a_warning_when_configured() {
 
 /// A definition running `cdirun-hook <args>` at createContainer for every container.
 fn cdirun_hook(s: &Setup, name: &str, args: &[&str]) {
-    let mut argv = vec!["cdirun-hook".to_owned()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    s.define(
-        0,
-        name,
-        hook_definition(
-            json!({"path": hook_bin(), "args": argv}),
-            json!({"always": true}),
-            &["createContainer"],
-        ),
-    );
+    cdirun_hook_at(s, name, "createContainer", args);
 }
 
 #[test]
@@ -551,4 +541,79 @@ fn verbs_after_create_do_not_read_hooks_dirs() {
         s.rt.create(&Bundle::new(&["/bin/true"]), &unique_id("hk"), &[])
             .1;
     assert!(err.contains("20-broken.json"), "{err}");
+}
+
+/// A definition running `cdirun-hook <args>` at `stage` for every container.
+fn cdirun_hook_at(s: &Setup, name: &str, stage: &str, args: &[&str]) {
+    let mut argv = vec!["cdirun-hook".to_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    s.define(
+        0,
+        name,
+        hook_definition(
+            json!({"path": hook_bin(), "args": argv}),
+            json!({"always": true}),
+            &[stage],
+        ),
+    );
+}
+
+#[test]
+fn ldcache_and_symlinks_also_work_from_the_runtime_namespaces() {
+    let s = Setup::new("fail");
+    cdirun_hook_at(
+        &s,
+        "10-links.json",
+        "createRuntime",
+        &["symlinks", "--link", "/bin/busybox::/opt/bb"],
+    );
+    cdirun_hook_at(
+        &s,
+        "20-ldcache.json",
+        "prestart",
+        &["ldcache", "--folder", "/opt/lib"],
+    );
+    // Only inside the container's mount namespace: a tmpfs the host does not see.
+    let bundle = Bundle::new(&["sh", "-c", "readlink /opt/bb; cat /etc/ld.so.conf.d/*.conf"]);
+    let rootfs = bundle.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("sbin")).unwrap();
+    fs::copy("/sbin/ldconfig", rootfs.join("sbin/ldconfig")).unwrap();
+    bundle.edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/opt", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]
+        }))
+    });
+    let id = unique_id("hk");
+    let (ok, out, err) = s.run(&bundle, &id);
+    assert!(ok, "run failed: {err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["/bin/busybox", "/opt/lib"],
+        "{out}"
+    );
+    assert!(
+        !rootfs.join("opt/bb").exists(),
+        "the link went to the host's view of /opt"
+    );
+    assert!(rootfs.join("etc/ld.so.cache").exists());
+    s.rt.assert_gone(&id);
+}
+
+#[test]
+fn provision_refuses_to_run_from_the_runtime_namespaces() {
+    let s = Setup::new("fail");
+    let script = write_script(&s, "setup.sh", "touch /provisioned\n");
+    cdirun_hook_at(
+        &s,
+        "10-provision.json",
+        "createRuntime",
+        &["provision", "--script", script.to_str().unwrap()],
+    );
+    let bundle = Bundle::new(&["/bin/true"]);
+    let id = unique_id("hk");
+    let (ok, err) = s.rt.create(&bundle, &id, &[]);
+    assert!(!ok, "create succeeded");
+    assert!(err.contains("must be a createContainer hook"), "{err}");
+    assert!(!bundle.path().join("rootfs/provisioned").exists());
+    s.rt.assert_gone(&id);
 }
