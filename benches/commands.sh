@@ -92,7 +92,9 @@ bench exec "${commands[@]}"
 echo "== peak RSS of create (KiB)"
 for rt in "${runtimes[@]}"; do
   c=$(cmd "$rt")
-  rss=$( { /usr/bin/time -f %M $c create --bundle "$work/bundle-$rt" b-rss >/dev/null; } 2>&1 | tail -n 1)
+  # The container keeps the stdio it is created with: give it none of this pipeline's.
+  /usr/bin/time -o "$work/rss" -f %M $c create --bundle "$work/bundle-$rt" b-rss </dev/null >/dev/null 2>&1
+  rss=$(cat "$work/rss")
   $c delete --force b-rss >/dev/null 2>&1 || true
   echo "$rt $rss"
 done | tee "$out/rss.txt"

@@ -5,6 +5,7 @@
 //! filesystem except through paths in [`Context`], so they are unit-tested on temp dirs.
 
 pub mod cdi;
+pub mod hooks;
 pub mod slice;
 
 use libcontainer::oci_spec::runtime::Spec;
@@ -28,6 +29,8 @@ pub enum EditError {
     #[error(transparent)]
     Cdi(Box<cdi::CdiError>),
     #[error(transparent)]
+    Hooks(#[from] hooks::HooksError),
+    #[error(transparent)]
     Slice(#[from] slice::SliceError),
 }
 
@@ -45,7 +48,11 @@ pub trait Edit {
 
 /// The edits in the order they run.
 pub fn pipeline() -> Vec<Box<dyn Edit>> {
-    vec![Box::new(cdi::Cdi), Box::new(slice::Placement)]
+    vec![
+        Box::new(cdi::Cdi),
+        Box::new(hooks::HooksD),
+        Box::new(slice::Placement),
+    ]
 }
 
 /// Runs every edit over `spec`. On error, the claims already taken are returned with the error
