@@ -55,9 +55,8 @@ impl Init<'_> {
         let mut spec = bundle::load(&bundle)?;
         let original = spec.clone();
         let ctx = edit::Context {
-            container_id: id,
             systemd_cgroup: globals.systemd_cgroup,
-            config: &loaded.config,
+            ..edit::Context::new(id, &loaded.config, &globals.root)
         };
         let claims = match edit::apply_all(&mut spec, &ctx) {
             Ok(claims) => claims,
