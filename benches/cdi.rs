@@ -60,11 +60,7 @@ fn bench_cdi(c: &mut Criterion) {
                 "cdi.k8s.io/bench".to_owned(),
                 names.join(","),
             )])));
-            let ctx = edit::Context {
-                container_id: "bench",
-                systemd_cgroup: false,
-                config: &config,
-            };
+            let ctx = edit::Context::new("bench", &config, Path::new("/run/cdirun-bench"));
             // Sanity: the stage injects every device.
             let mut check = spec.clone();
             edit::cdi::Cdi.apply(&mut check, &ctx).unwrap();

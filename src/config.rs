@@ -54,6 +54,9 @@ pub struct CdiConfig {
 pub struct GpuConfig {
     pub default_vendor: String,
     pub nccl_socket_ifname: String,
+    /// Whether the vendor and distributed env cdirun computes replaces a value the client set
+    /// in config.json (default: the client's value wins).
+    pub override_user_env: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -135,6 +138,7 @@ impl Default for GpuConfig {
         Self {
             default_vendor: "nvidia".into(),
             nccl_socket_ifname: "eth0".into(),
+            override_user_env: false,
         }
     }
 }
@@ -258,6 +262,7 @@ accept-env = true
 [gpu]
 default-vendor = "nvidia"
 nccl-socket-ifname = "eth0"
+override-user-env = false
 [mps]
 lifetime = "per_run"
 root = "/run/cdirun-state/mps"

@@ -1,5 +1,6 @@
 //! What a container asks for, read from its config.json and cdirun's config without touching
-//! anything else: CDI devices from annotations and from the vendor visible-devices variables.
+//! anything else: CDI devices from annotations and from the vendor visible-devices variables,
+//! the `io.cdirun.gpu.*` / `io.cdirun.mps.*` GPU request and the `io.cdirun.distributed.*` env.
 
 use libcontainer::oci_spec::runtime::Spec;
 
@@ -24,8 +25,65 @@ pub const VENDOR_ENV: [(&str, &str); 2] = [
 /// Longest annotation key after the prefix (a Kubernetes name segment).
 pub const MAX_ANNOTATION_KEY: usize = 63;
 
+/// The CDI kind of Intel GPUs.
+pub const INTEL_KIND: &str = "intel.cdi.k8s.io/gpu";
+
+/// `io.cdirun.gpu.*`: the GPU request.
+pub const GPU_PREFIX: &str = "io.cdirun.gpu.";
+pub const GPU_COUNT: &str = "io.cdirun.gpu.count";
+pub const GPU_VENDOR: &str = "io.cdirun.gpu.vendor";
+pub const GPU_MODEL: &str = "io.cdirun.gpu.model";
+pub const GPU_SHARING: &str = "io.cdirun.gpu.sharing";
+/// Written by the GPU edit: the devices it allocated, so a later pass recognises its own env.
+pub const GPU_ALLOCATED: &str = "io.cdirun.gpu.allocated";
+/// `io.cdirun.mps.*`: per-container MPS limits.
+pub const MPS_PREFIX: &str = "io.cdirun.mps.";
+pub const MPS_THREAD_PERCENTAGE: &str = "io.cdirun.mps.active-thread-percentage";
+pub const MPS_MEM_LIMIT: &str = "io.cdirun.mps.pinned-device-mem-limit";
+/// `io.cdirun.distributed.*`: the distributed-training env.
+pub const DIST_PREFIX: &str = "io.cdirun.distributed.";
+pub const DIST_BACKEND: &str = "io.cdirun.distributed.backend";
+pub const DIST_MASTER_ADDR: &str = "io.cdirun.distributed.master-addr";
+pub const DIST_MASTER_PORT: &str = "io.cdirun.distributed.master-port";
+pub const DIST_WORLD_SIZE: &str = "io.cdirun.distributed.world-size";
+pub const DIST_RANK: &str = "io.cdirun.distributed.rank";
+pub const DIST_LOCAL_RANK: &str = "io.cdirun.distributed.local-rank";
+
+const GPU_KEYS: [&str; 5] = [GPU_COUNT, GPU_VENDOR, GPU_MODEL, GPU_SHARING, GPU_ALLOCATED];
+const MPS_KEYS: [&str; 2] = [MPS_THREAD_PERCENTAGE, MPS_MEM_LIMIT];
+const DIST_KEYS: [&str; 6] = [
+    DIST_BACKEND,
+    DIST_MASTER_ADDR,
+    DIST_MASTER_PORT,
+    DIST_WORLD_SIZE,
+    DIST_RANK,
+    DIST_LOCAL_RANK,
+];
+/// Backends the distributed annotations accept.
+pub const BACKENDS: [&str; 3] = ["nccl", "gloo", "mpi"];
+/// The default rendezvous port (PyTorch's).
+pub const DEFAULT_MASTER_PORT: u16 = 29500;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    #[error(
+        "unknown annotation {key:?}: cdirun knows {}",
+        .known.join(", ")
+    )]
+    UnknownKey {
+        key: String,
+        known: Vec<&'static str>,
+    },
+    #[error("invalid annotation {key}={value:?}: {why}")]
+    Value {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "GPU vendor {vendor:?} (annotation {GPU_VENDOR} or [gpu] default-vendor) is not supported on Linux: use nvidia, amd or intel"
+    )]
+    Vendor { vendor: String },
     #[error(
         "invalid CDI annotation key {key:?}: the part after {prefix:?} must be 1 to {MAX_ANNOTATION_KEY} characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
     )]
@@ -137,7 +195,16 @@ pub fn from_spec(spec: &Spec, config: &Config) -> Result<Request, RequestError> 
             .and_then(|p| p.env().as_ref())
             .map(Vec::as_slice)
             .unwrap_or_default();
+        // NVIDIA_VISIBLE_DEVICES written by the GPU edit on an earlier pass over this bundle
+        // describes that allocation; it is not a request.
+        let ours = spec
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(GPU_ALLOCATED));
         for (var, kind) in VENDOR_ENV {
+            if ours && var == NVIDIA_VISIBLE_DEVICES {
+                continue;
+            }
             if let Some(value) = env_value(env, var) {
                 for device in parse_visible(var, kind, value)? {
                     push(Requested {
@@ -149,6 +216,318 @@ pub fn from_spec(spec: &Spec, config: &Config) -> Result<Request, RequestError> 
         }
     }
     Ok(request)
+}
+
+/// A GPU vendor cdirun can allocate for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    Nvidia,
+    Amd,
+    Intel,
+}
+
+impl Vendor {
+    /// `nvidia` | `amd` | `intel`; any other vendor is refused as not supported on Linux.
+    pub fn parse(name: &str) -> Result<Self, RequestError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "nvidia" => Ok(Vendor::Nvidia),
+            "amd" => Ok(Vendor::Amd),
+            "intel" => Ok(Vendor::Intel),
+            _ => Err(RequestError::Vendor {
+                vendor: name.to_owned(),
+            }),
+        }
+    }
+
+    /// The CDI kind whose devices are this vendor's GPUs.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Vendor::Nvidia => NVIDIA_KIND,
+            Vendor::Amd => AMD_KIND,
+            Vendor::Intel => INTEL_KIND,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Vendor::Nvidia => "nvidia",
+            Vendor::Amd => "amd",
+            Vendor::Intel => "intel",
+        }
+    }
+}
+
+/// How many GPUs a request wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    N(usize),
+    All,
+}
+
+/// Whether the GPUs are the container's alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sharing {
+    Exclusive,
+    Mps,
+    TimeSlice,
+}
+
+impl Sharing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Exclusive => "exclusive",
+            Sharing::Mps => "mps",
+            Sharing::TimeSlice => "time-slice",
+        }
+    }
+}
+
+/// The `io.cdirun.gpu.*` and `io.cdirun.mps.*` annotations, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuRequest {
+    /// `None`: the GPUs named through CDI, or one when none is.
+    pub count: Option<Count>,
+    pub vendor: Vendor,
+    pub model: Option<String>,
+    pub sharing: Sharing,
+    /// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, as written (a number in (0, 100]).
+    pub thread_percentage: Option<String>,
+    /// CUDA_MPS_PINNED_DEVICE_MEM_LIMIT in MPS's own syntax (`0=1G,1=512M`).
+    pub mem_limit: Option<String>,
+}
+
+/// The distributed-training env the `io.cdirun.distributed.*` annotations ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distributed {
+    pub backend: String,
+    pub master_addr: String,
+    pub master_port: u16,
+    pub world_size: u32,
+    pub rank: u32,
+    pub local_rank: u32,
+}
+
+fn annotations(spec: &Spec) -> Vec<(&str, &str)> {
+    let mut pairs: Vec<(&str, &str)> = spec
+        .annotations()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// Refuses a key under one of cdirun's prefixes that cdirun does not know (a typo would
+/// otherwise be ignored silently).
+fn check_keys(spec: &Spec) -> Result<(), RequestError> {
+    for (key, _) in annotations(spec) {
+        for (prefix, known) in [
+            (GPU_PREFIX, &GPU_KEYS[..]),
+            (MPS_PREFIX, &MPS_KEYS[..]),
+            (DIST_PREFIX, &DIST_KEYS[..]),
+        ] {
+            if key.starts_with(prefix) && !known.contains(&key) {
+                return Err(RequestError::UnknownKey {
+                    key: key.to_owned(),
+                    known: known
+                        .iter()
+                        .copied()
+                        .filter(|k| *k != GPU_ALLOCATED)
+                        .collect(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(|v| v.trim())
+}
+
+fn bad(key: &'static str, value: &str, why: impl Into<String>) -> RequestError {
+    RequestError::Value {
+        key,
+        value: value.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// The GPU request, `None` when no `io.cdirun.gpu.*` or `io.cdirun.mps.*` annotation is set.
+pub fn gpu_from_spec(spec: &Spec, config: &Config) -> Result<Option<GpuRequest>, RequestError> {
+    check_keys(spec)?;
+    let asked = annotations(spec).iter().any(|(k, _)| {
+        (k.starts_with(GPU_PREFIX) && *k != GPU_ALLOCATED) || k.starts_with(MPS_PREFIX)
+    });
+    if !asked {
+        return Ok(None);
+    }
+    let count = match annotation(spec, GPU_COUNT) {
+        None => None,
+        Some("all") => Some(Count::All),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n > 0 => Some(Count::N(n)),
+            _ => return Err(bad(GPU_COUNT, text, "use a positive number or `all`")),
+        },
+    };
+    let vendor = Vendor::parse(annotation(spec, GPU_VENDOR).unwrap_or(&config.gpu.default_vendor))?;
+    let model = annotation(spec, GPU_MODEL).map(str::to_owned);
+    if model.as_deref() == Some("") {
+        return Err(bad(
+            GPU_MODEL,
+            "",
+            "name a model, or leave the annotation out",
+        ));
+    }
+    let sharing = match annotation(spec, GPU_SHARING) {
+        None | Some("exclusive") => Sharing::Exclusive,
+        Some("mps") => Sharing::Mps,
+        Some("time-slice") => Sharing::TimeSlice,
+        Some(other) => return Err(bad(GPU_SHARING, other, "use exclusive, mps or time-slice")),
+    };
+    if sharing != Sharing::Exclusive && vendor != Vendor::Nvidia {
+        return Err(bad(
+            GPU_SHARING,
+            sharing.as_str(),
+            format!(
+                "{} sharing is NVIDIA-only; vendor is {}",
+                sharing.as_str(),
+                vendor.name()
+            ),
+        ));
+    }
+    let thread_percentage = annotation(spec, MPS_THREAD_PERCENTAGE).map(str::to_owned);
+    if let Some(text) = &thread_percentage {
+        match text.parse::<f64>() {
+            Ok(p) if p > 0.0 && p <= 100.0 => {}
+            _ => {
+                return Err(bad(
+                    MPS_THREAD_PERCENTAGE,
+                    text,
+                    "use a number above 0 and at most 100",
+                ));
+            }
+        }
+    }
+    let mem_limit = annotation(spec, MPS_MEM_LIMIT).map(str::to_owned);
+    if let Some(text) = &mem_limit {
+        check_mem_limit(text).map_err(|why| bad(MPS_MEM_LIMIT, text, why))?;
+    }
+    if sharing != Sharing::Mps {
+        for (key, value) in [
+            (MPS_THREAD_PERCENTAGE, &thread_percentage),
+            (MPS_MEM_LIMIT, &mem_limit),
+        ] {
+            if let Some(value) = value {
+                return Err(bad(key, value, format!("needs {GPU_SHARING}=mps")));
+            }
+        }
+    }
+    Ok(Some(GpuRequest {
+        count,
+        vendor,
+        model,
+        sharing,
+        thread_percentage,
+        mem_limit,
+    }))
+}
+
+/// MPS's pinned memory syntax: comma-separated `<device index>=<amount>[K|M|G]`.
+fn check_mem_limit(text: &str) -> Result<(), String> {
+    for entry in text.split(',') {
+        let (device, amount) = entry
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| format!("entry {entry:?} is not <device index>=<amount>, e.g. 0=1G"))?;
+        if device.parse::<u32>().is_err() {
+            return Err(format!("device {device:?} in {entry:?} is not an index"));
+        }
+        let digits = amount.trim_end_matches(['K', 'M', 'G', 'k', 'm', 'g']);
+        let suffix = amount.len() - digits.len();
+        if digits.is_empty() || suffix > 1 || digits.parse::<u64>().map_or(true, |n| n == 0) {
+            return Err(format!(
+                "amount {amount:?} in {entry:?} is not a positive number with an optional K, M or G"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The distributed env, `None` when no `io.cdirun.distributed.*` annotation is set.
+pub fn distributed_from_spec(spec: &Spec) -> Result<Option<Distributed>, RequestError> {
+    check_keys(spec)?;
+    if !annotations(spec)
+        .iter()
+        .any(|(k, _)| k.starts_with(DIST_PREFIX))
+    {
+        return Ok(None);
+    }
+    let number = |key: &'static str, default: u32| -> Result<u32, RequestError> {
+        match annotation(spec, key) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<u32>()
+                .map_err(|_| bad(key, text, "use a whole number")),
+        }
+    };
+    let backend = annotation(spec, DIST_BACKEND).unwrap_or("nccl").to_owned();
+    if !BACKENDS.contains(&backend.as_str()) {
+        return Err(bad(
+            DIST_BACKEND,
+            &backend,
+            format!("use one of {}", BACKENDS.join(", ")),
+        ));
+    }
+    let master_addr = match annotation(spec, DIST_MASTER_ADDR) {
+        Some("") => return Err(bad(DIST_MASTER_ADDR, "", "name a host or address")),
+        Some(addr) => addr.to_owned(),
+        None => spec
+            .hostname()
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned()),
+    };
+    let master_port = match annotation(spec, DIST_MASTER_PORT) {
+        None => DEFAULT_MASTER_PORT,
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(bad(DIST_MASTER_PORT, text, "use a port from 1 to 65535")),
+        },
+    };
+    let world_size = number(DIST_WORLD_SIZE, 1)?;
+    if world_size == 0 {
+        return Err(bad(DIST_WORLD_SIZE, "0", "use at least 1"));
+    }
+    let rank = number(DIST_RANK, 0)?;
+    if rank >= world_size {
+        return Err(bad(
+            DIST_RANK,
+            &rank.to_string(),
+            format!("must be below the world size {world_size}"),
+        ));
+    }
+    let local_rank = number(DIST_LOCAL_RANK, 0)?;
+    if local_rank >= world_size {
+        return Err(bad(
+            DIST_LOCAL_RANK,
+            &local_rank.to_string(),
+            format!("must be below the world size {world_size}"),
+        ));
+    }
+    Ok(Some(Distributed {
+        backend,
+        master_addr,
+        master_port,
+        world_size,
+        rank,
+        local_rank,
+    }))
 }
 
 fn check_annotation_key(key: &str, prefix: &str) -> Result<(), RequestError> {
@@ -379,5 +758,181 @@ mod tests {
         assert!(matches!(err, RequestError::AnnotationKey { .. }));
         let ok = format!("cdi.k8s.io/{}", "k".repeat(63));
         assert!(from_spec(&spec(&[(ok.as_str(), "v.com/c=a")], &[]), &config).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn spec(annotations: &[(&str, &str)]) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+        ));
+        spec
+    }
+
+    #[test]
+    fn gpu_request_table() {
+        let config = Config::default();
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<(Option<Count>, Vendor, Sharing)>,
+        );
+        let cases: [Case; 7] = [
+            ("nothing", &[("other", "x")], None),
+            (
+                "sharing alone: vendor from config, count open",
+                &[(GPU_SHARING, "exclusive")],
+                Some((None, Vendor::Nvidia, Sharing::Exclusive)),
+            ),
+            (
+                "count and vendor",
+                &[(GPU_COUNT, "2"), (GPU_VENDOR, "AMD")],
+                Some((Some(Count::N(2)), Vendor::Amd, Sharing::Exclusive)),
+            ),
+            (
+                "all intel",
+                &[(GPU_COUNT, "all"), (GPU_VENDOR, "intel")],
+                Some((Some(Count::All), Vendor::Intel, Sharing::Exclusive)),
+            ),
+            (
+                "mps with limits",
+                &[
+                    (GPU_SHARING, "mps"),
+                    (MPS_THREAD_PERCENTAGE, "50"),
+                    (MPS_MEM_LIMIT, "0=1G,1=512M"),
+                ],
+                Some((None, Vendor::Nvidia, Sharing::Mps)),
+            ),
+            (
+                "time-slice",
+                &[(GPU_SHARING, "time-slice"), (GPU_COUNT, "1")],
+                Some((Some(Count::N(1)), Vendor::Nvidia, Sharing::TimeSlice)),
+            ),
+            (
+                "only the allocation marker is no request",
+                &[(GPU_ALLOCATED, "nvidia.com/gpu=0")],
+                None,
+            ),
+        ];
+        for (name, annotations, want) in cases {
+            let got = gpu_from_spec(&spec(annotations), &config)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .map(|r| (r.count, r.vendor, r.sharing));
+            assert_eq!(got, want, "{name}");
+        }
+        let mut amd = Config::default();
+        amd.gpu.default_vendor = "amd".into();
+        let got = gpu_from_spec(&spec(&[(GPU_COUNT, "1")]), &amd)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.vendor, Vendor::Amd);
+    }
+
+    #[test]
+    fn bad_gpu_requests_name_the_key_and_value() {
+        let config = Config::default();
+        let cases: [(&[(&str, &str)], &str); 12] = [
+            (&[(GPU_COUNT, "0")], "io.cdirun.gpu.count=\"0\""),
+            (&[(GPU_COUNT, "two")], "io.cdirun.gpu.count=\"two\""),
+            (&[(GPU_VENDOR, "apple")], "\"apple\""),
+            (&[(GPU_SHARING, "fair")], "\"fair\""),
+            (&[(GPU_MODEL, "")], GPU_MODEL),
+            (&[("io.cdirun.gpu.cuont", "1")], "io.cdirun.gpu.cuont"),
+            (&[(GPU_VENDOR, "amd"), (GPU_SHARING, "mps")], "NVIDIA-only"),
+            (
+                &[(GPU_SHARING, "mps"), (MPS_THREAD_PERCENTAGE, "0")],
+                MPS_THREAD_PERCENTAGE,
+            ),
+            (
+                &[(GPU_SHARING, "mps"), (MPS_THREAD_PERCENTAGE, "101")],
+                MPS_THREAD_PERCENTAGE,
+            ),
+            (&[(GPU_SHARING, "mps"), (MPS_MEM_LIMIT, "1G")], "0=1G"),
+            (&[(GPU_SHARING, "mps"), (MPS_MEM_LIMIT, "0=1T")], "\"1T\""),
+            (
+                &[(MPS_THREAD_PERCENTAGE, "50")],
+                "needs io.cdirun.gpu.sharing=mps",
+            ),
+        ];
+        for (annotations, want) in cases {
+            let err = gpu_from_spec(&spec(annotations), &config).unwrap_err();
+            assert!(err.to_string().contains(want), "{annotations:?}: {err}");
+        }
+        let err = gpu_from_spec(&spec(&[(GPU_VENDOR, "apple")]), &config).unwrap_err();
+        assert!(err.to_string().contains("not supported on Linux"), "{err}");
+    }
+
+    #[test]
+    fn distributed_table() {
+        let d = |backend: &str, addr: &str, port, world, rank, local| Distributed {
+            backend: backend.into(),
+            master_addr: addr.into(),
+            master_port: port,
+            world_size: world,
+            rank,
+            local_rank: local,
+        };
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+            Option<Distributed>,
+        );
+        let cases: [Case; 4] = [
+            (&[], None, None),
+            (
+                &[(DIST_WORLD_SIZE, "1")],
+                None,
+                Some(d("nccl", "localhost", 29500, 1, 0, 0)),
+            ),
+            (
+                &[(DIST_RANK, "0")],
+                Some("node-a"),
+                Some(d("nccl", "node-a", 29500, 1, 0, 0)),
+            ),
+            (
+                &[
+                    (DIST_BACKEND, "gloo"),
+                    (DIST_MASTER_ADDR, "10.0.0.1"),
+                    (DIST_MASTER_PORT, "1234"),
+                    (DIST_WORLD_SIZE, "8"),
+                    (DIST_RANK, "5"),
+                    (DIST_LOCAL_RANK, "1"),
+                ],
+                Some("ignored"),
+                Some(d("gloo", "10.0.0.1", 1234, 8, 5, 1)),
+            ),
+        ];
+        for (annotations, hostname, want) in cases {
+            let mut s = spec(annotations);
+            s.set_hostname(hostname.map(str::to_owned));
+            assert_eq!(distributed_from_spec(&s).unwrap(), want, "{annotations:?}");
+        }
+        let bad: [(&[(&str, &str)], &str); 6] = [
+            (&[(DIST_BACKEND, "tcp")], "\"tcp\""),
+            (&[(DIST_MASTER_PORT, "0")], DIST_MASTER_PORT),
+            (&[(DIST_MASTER_PORT, "70000")], DIST_MASTER_PORT),
+            (&[(DIST_WORLD_SIZE, "0")], DIST_WORLD_SIZE),
+            (
+                &[(DIST_WORLD_SIZE, "2"), (DIST_RANK, "2")],
+                "below the world size 2",
+            ),
+            (
+                &[("io.cdirun.distributed.size", "2")],
+                "io.cdirun.distributed.size",
+            ),
+        ];
+        for (annotations, want) in bad {
+            let err = distributed_from_spec(&spec(annotations)).unwrap_err();
+            assert!(err.to_string().contains(want), "{annotations:?}: {err}");
+        }
     }
 }

@@ -2,6 +2,11 @@
 //!
 //! The record lives in `<root>/<id>/cdirun.json` and pins the config file and `state-dir` the
 //! container was created with, so every later verb uses those, not whatever config is current.
+//! Node-wide state (the GPU ledger, MPS references) lives under `state-dir`: see [`gpu`], [`mps`].
+
+pub mod gpu;
+pub mod holder;
+pub mod mps;
 
 use std::fs;
 use std::io::Write;
@@ -10,6 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
+use crate::config::MpsLifetime;
+use crate::request::Sharing;
+pub use holder::Holder;
 
 /// File name of the record inside the container's state dir.
 pub const RECORD_FILE: &str = "cdirun.json";
@@ -27,6 +35,21 @@ pub enum Claim {
         /// The owned slice it is nested in; `None` for a path used as the client sent it.
         slice: Option<PathBuf>,
     },
+    /// GPUs held in the node-wide ledger.
+    Gpu {
+        devices: Vec<String>,
+        sharing: Sharing,
+        holder: Holder,
+    },
+    /// A reference on one GPU's MPS control daemon; the daemon's location, control program and
+    /// lifetime are recorded so delete drives the daemon create started.
+    Mps {
+        gpu: u32,
+        root: PathBuf,
+        control: PathBuf,
+        lifetime: MpsLifetime,
+        holder: Holder,
+    },
 }
 
 /// The claims one create took, in the order taken (released in reverse).
@@ -40,13 +63,35 @@ impl Claims {
     }
 
     /// Gives every claim back, newest first. Idempotent: releasing twice is harmless.
-    pub fn release(&self, _state_dir: &Path) -> Result<(), ClaimError> {
+    ///
+    /// Every claim is attempted even when one fails; the first error is returned.
+    pub fn release(&self, state_dir: &Path) -> Result<(), ClaimError> {
+        let mut first = None;
         for claim in self.0.iter().rev() {
-            match claim {
-                Claim::Scope { path, .. } => release_scope(path)?,
+            let result = match claim {
+                Claim::Scope { path, .. } => release_scope(path),
+                Claim::Gpu { holder, .. } => gpu::release(state_dir, holder).map_err(Into::into),
+                Claim::Mps {
+                    gpu,
+                    root,
+                    control,
+                    lifetime,
+                    holder,
+                } => {
+                    let daemon = mps::Daemon {
+                        control: control.clone(),
+                        root: root.clone(),
+                        gpu: *gpu,
+                    };
+                    mps::release(state_dir, &daemon, *lifetime, holder).map_err(Into::into)
+                }
+            };
+            if let Err(err) = result {
+                tracing::warn!("cannot release {claim:?}: {err}");
+                first.get_or_insert(err);
             }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// The claims other than cgroup scopes. A failed create removes exactly the cgroup
@@ -62,11 +107,10 @@ impl Claims {
     }
 
     /// The cgroup scope claim, if any.
-    // While scopes are the only kind of claim, clippy sees this as a plain `map`.
-    #[allow(clippy::unnecessary_find_map)]
     pub fn scope(&self) -> Option<(&Path, Option<&Path>)> {
         self.0.iter().find_map(|claim| match claim {
             Claim::Scope { path, slice } => Some((path.as_path(), slice.as_deref())),
+            _ => None,
         })
     }
 }
@@ -95,6 +139,10 @@ pub enum ClaimError {
     Read { path: PathBuf, message: String },
     #[error("cannot remove cgroup scope {path}: {message}")]
     Scope { path: PathBuf, message: String },
+    #[error(transparent)]
+    Gpu(#[from] gpu::LedgerError),
+    #[error(transparent)]
+    Mps(#[from] mps::MpsError),
 }
 
 /// `<root>/<id>/cdirun.json`.

@@ -55,9 +55,8 @@ impl Init<'_> {
         let on_disk = bundle::Config::load(&bundle)?;
         let mut spec = on_disk.source.clone();
         let ctx = edit::Context {
-            container_id: id,
             systemd_cgroup: globals.systemd_cgroup,
-            config: &loaded.config,
+            ..edit::Context::new(id, &loaded.config, &globals.root)
         };
         let claims = match edit::apply_all(&mut spec, &ctx) {
             Ok(claims) => claims,

@@ -1,5 +1,6 @@
 //! `explain`: runs create's edit pipeline on a copy of a bundle's config.json and prints what
-//! would change and which claims it would take. Nothing is written and no container is created.
+//! would change and which claims it would take. Nothing is written, no claim is taken, no
+//! daemon is started and no container is created.
 
 use std::collections::BTreeSet;
 
@@ -17,12 +18,13 @@ pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
     let original = bundle::Config::load(&bundle)?.source;
     let mut spec = original.clone();
     let ctx = edit::Context {
-        container_id: &args.id,
         systemd_cgroup: globals.systemd_cgroup,
-        config: &loaded.config,
+        dry_run: true,
+        ..edit::Context::new(&args.id, &loaded.config, &globals.root)
     };
-    // Edits only describe claims; create takes them after the pipeline. So nothing is released
-    // here: releasing a scope claim would kill a live container that happens to share the id.
+    // A dry run: the GPU and MPS edits compute their choice from the ledger and references as
+    // they are but write nothing, start nothing and run nothing. So nothing is released here
+    // either: releasing a claim would free what a live container that shares the id holds.
     let claims = edit::apply_all(&mut spec, &ctx)
         .map_err(|(err, _)| anyhow!(err).context("create would fail"))?;
 

@@ -1004,11 +1004,7 @@ devices:
     }
 
     fn run(spec: &mut Spec, config: &Config) -> Result<Claims, EditError> {
-        let ctx = Context {
-            container_id: "c1",
-            systemd_cgroup: false,
-            config,
-        };
+        let ctx = Context::new("c1", config, Path::new("/run/cdirun"));
         Cdi.apply(spec, &ctx)
     }
 

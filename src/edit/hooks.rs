@@ -178,11 +178,7 @@ mod tests {
         .unwrap();
 
         let config = ctx_config(vec![dir.path().into()], OnError::Fail);
-        let ctx = Context {
-            container_id: "c",
-            systemd_cgroup: false,
-            config: &config,
-        };
+        let ctx = Context::new("c", &config, std::path::Path::new("/run/cdirun"));
         let mut got = spec(base());
         let err = HooksD.apply(&mut got, &ctx).unwrap_err().to_string();
         assert!(err.contains("\"preStart\""), "{err}");
@@ -203,11 +199,7 @@ mod tests {
     #[test]
     fn no_dirs_reads_nothing() {
         let config = ctx_config(Vec::new(), OnError::Fail);
-        let ctx = Context {
-            container_id: "c",
-            systemd_cgroup: false,
-            config: &config,
-        };
+        let ctx = Context::new("c", &config, std::path::Path::new("/run/cdirun"));
         let mut got = spec(base());
         HooksD.apply(&mut got, &ctx).unwrap();
         assert_eq!(got, spec(base()));

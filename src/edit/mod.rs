@@ -3,10 +3,19 @@
 //! Order matters and is fixed here: cdi → gpu → mps → hooks → slice (CDI first: later edits see
 //! the injected devices). Edits never touch the
 //! filesystem except through paths in [`Context`], so they are unit-tested on temp dirs.
+//!
+//! The GPU edit chooses devices only after the CDI edit, and injects its choice through the CDI
+//! module itself ([`cdi::inject`]): the choice depends on the node-wide ledger, which the pure
+//! request reading before the pipeline must not consult, and the vendor env must describe the
+//! whole allocation after every CDI edit is in.
 
 pub mod cdi;
+pub mod gpu;
 pub mod hooks;
+pub mod mps;
 pub mod slice;
+
+use std::path::Path;
 
 use libcontainer::oci_spec::runtime::Spec;
 
@@ -21,6 +30,28 @@ pub struct Context<'a> {
     pub systemd_cgroup: bool,
     /// The config loaded for this create (the one recorded in `cdirun.json`).
     pub config: &'a Config,
+    /// `--root`: with the id, names the container in node-wide claims.
+    pub root: &'a Path,
+    /// `explain`: compute every change and describe the claims, but take nothing (no ledger or
+    /// reference written, no daemon started, no program run).
+    pub dry_run: bool,
+    /// The process env as the client wrote config.json, before any edit; [`apply_all`] fills it
+    /// in, so edits can tell a value the client set from one an earlier edit set.
+    pub client_env: &'a [String],
+}
+
+impl<'a> Context<'a> {
+    /// A context that takes claims, with no client env recorded yet.
+    pub fn new(container_id: &'a str, config: &'a Config, root: &'a Path) -> Self {
+        Context {
+            container_id,
+            systemd_cgroup: false,
+            config,
+            root,
+            dry_run: false,
+            client_env: &[],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +63,23 @@ pub enum EditError {
     Hooks(#[from] hooks::HooksError),
     #[error(transparent)]
     Slice(#[from] slice::SliceError),
+    /// Boxed like CDI: the unmet-request error lists devices and holders.
+    #[error(transparent)]
+    Gpu(Box<gpu::GpuError>),
+    #[error(transparent)]
+    Mps(Box<mps::MpsEditError>),
+}
+
+impl From<mps::MpsEditError> for EditError {
+    fn from(err: mps::MpsEditError) -> Self {
+        EditError::Mps(Box::new(err))
+    }
+}
+
+impl From<gpu::GpuError> for EditError {
+    fn from(err: gpu::GpuError) -> Self {
+        EditError::Gpu(Box::new(err))
+    }
 }
 
 impl From<cdi::CdiError> for EditError {
@@ -50,6 +98,8 @@ pub trait Edit {
 pub fn pipeline() -> Vec<Box<dyn Edit>> {
     vec![
         Box::new(cdi::Cdi),
+        Box::new(gpu::Gpu),
+        Box::new(mps::Mps),
         Box::new(hooks::HooksD),
         Box::new(slice::Placement),
     ]
@@ -58,10 +108,19 @@ pub fn pipeline() -> Vec<Box<dyn Edit>> {
 /// Runs every edit over `spec`. On error, the claims already taken are returned with the error
 /// so the caller can release them: nothing stays held after a failed create.
 pub fn apply_all(spec: &mut Spec, ctx: &Context) -> Result<Claims, (EditError, Claims)> {
+    let client_env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let ctx = Context {
+        client_env: &client_env,
+        ..*ctx
+    };
     let mut taken = Claims::default();
     for edit in pipeline() {
         tracing::debug!(edit = edit.name(), "applying edit");
-        match edit.apply(spec, ctx) {
+        match edit.apply(spec, &ctx) {
             Ok(claims) => taken.extend(claims),
             Err(err) => return Err((err, taken)),
         }

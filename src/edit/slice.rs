@@ -316,9 +316,8 @@ mod tests {
 
     fn ctx(config: &Config, systemd_cgroup: bool) -> Context<'_> {
         Context {
-            container_id: "c1",
             systemd_cgroup,
-            config,
+            ..Context::new("c1", config, Path::new("/run/cdirun"))
         }
     }
 

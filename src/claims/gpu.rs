@@ -1,0 +1,429 @@
+//! The node-wide GPU ledger: which container holds which GPU, in `<state-dir>/gpu-ledger.json`.
+//!
+//! Every reader and writer holds an exclusive `flock` on `<state-dir>/gpu-ledger.lock` for the
+//! whole read-decide-write, so concurrent creates (from any `--root`) see each other's choices.
+//! The JSON file is replaced by rename, so a crash leaves the old or the new ledger.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::holder::Holder;
+use crate::request::{Count, Sharing};
+
+pub const LEDGER_FILE: &str = "gpu-ledger.json";
+pub const LOCK_FILE: &str = "gpu-ledger.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot {what} {path}: {cause}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error(
+        "GPU ledger {path} is corrupt ({message}); remove it only when no container holds a GPU"
+    )]
+    Corrupt { path: PathBuf, message: String },
+    /// Boxed: the lists would make every ledger `Result` large.
+    #[error(transparent)]
+    Unmet(Box<Unmet>),
+}
+
+/// A request the free devices cannot meet: what is free and who holds the rest.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot allocate {wanted} {sharing} GPU(s) of kind {kind}{model}: free: {}; held: {}",
+    list_or_none(.free),
+    list_or_none(.held)
+)]
+pub struct Unmet {
+    pub wanted: String,
+    pub sharing: &'static str,
+    pub kind: String,
+    pub model: String,
+    /// Devices that could be taken.
+    pub free: Vec<String>,
+    /// `device by holder-id (sharing)` for every candidate that cannot.
+    pub held: Vec<String>,
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// One container's hold on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Entry {
+    pub holder: Holder,
+    pub sharing: Sharing,
+}
+
+/// The ledger's content: qualified device name -> its holders.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Ledger {
+    pub devices: BTreeMap<String, Vec<Entry>>,
+}
+
+impl Ledger {
+    /// Removes every entry whose container is gone; returns what was reclaimed.
+    pub fn reclaim(&mut self, is_live: impl Fn(&Holder) -> bool) -> Vec<(String, Holder)> {
+        let mut reclaimed = Vec::new();
+        for (device, entries) in &mut self.devices {
+            entries.retain(|entry| {
+                let live = is_live(&entry.holder);
+                if !live {
+                    reclaimed.push((device.clone(), entry.holder.clone()));
+                }
+                live
+            });
+        }
+        self.devices.retain(|_, entries| !entries.is_empty());
+        reclaimed
+    }
+
+    /// Whether `device` can be given to a new holder in `sharing` mode: exclusive needs nobody
+    /// on it; shared modes co-locate with other shared holders but never with an exclusive one.
+    pub fn available(&self, device: &str, sharing: Sharing) -> bool {
+        let entries = self
+            .devices
+            .get(device)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        match sharing {
+            Sharing::Exclusive => entries.is_empty(),
+            _ => entries.iter().all(|e| e.sharing != Sharing::Exclusive),
+        }
+    }
+
+    /// Picks `count` of `candidates` (in their order; shared modes prefer the least shared) or
+    /// says what is free and who holds the rest.
+    pub fn pick(
+        &self,
+        kind: &str,
+        model: Option<&str>,
+        candidates: &[String],
+        count: Count,
+        sharing: Sharing,
+    ) -> Result<Vec<String>, LedgerError> {
+        let mut free: Vec<&String> = candidates
+            .iter()
+            .filter(|d| self.available(d, sharing))
+            .collect();
+        // Stable: equally shared devices keep their natural order.
+        free.sort_by_key(|d| self.devices.get(*d).map_or(0, Vec::len));
+        let wanted = match count {
+            Count::N(n) => n,
+            Count::All => candidates.len(),
+        };
+        if !candidates.is_empty() && free.len() >= wanted {
+            return Ok(free.into_iter().take(wanted).cloned().collect());
+        }
+        let held = candidates
+            .iter()
+            .filter(|d| !self.available(d, sharing))
+            .map(|d| {
+                let ids: Vec<String> = self.devices[d]
+                    .iter()
+                    .map(|e| format!("{} ({})", e.holder.id, e.sharing.as_str()))
+                    .collect();
+                format!("{d} by {}", ids.join(" and "))
+            })
+            .collect();
+        Err(LedgerError::Unmet(Box::new(Unmet {
+            wanted: match count {
+                Count::N(n) => n.to_string(),
+                Count::All => format!("all {}", candidates.len()),
+            },
+            sharing: sharing.as_str(),
+            kind: kind.to_owned(),
+            model: model.map_or(String::new(), |m| format!(" and model {m:?}")),
+            free: free.into_iter().cloned().collect(),
+            held,
+        })))
+    }
+
+    pub fn take(&mut self, devices: &[String], holder: &Holder, sharing: Sharing) {
+        for device in devices {
+            let entries = self.devices.entry(device.clone()).or_default();
+            if !entries.iter().any(|e| &e.holder == holder) {
+                entries.push(Entry {
+                    holder: holder.clone(),
+                    sharing,
+                });
+            }
+        }
+    }
+
+    /// Drops `holder` from every device; idempotent.
+    pub fn release(&mut self, holder: &Holder) {
+        for entries in self.devices.values_mut() {
+            entries.retain(|e| &e.holder != holder);
+        }
+        self.devices.retain(|_, entries| !entries.is_empty());
+    }
+}
+
+/// The ledger read under its lock; the lock is held until this is dropped.
+pub struct Locked {
+    _lock: Flock<File>,
+    path: PathBuf,
+    pub ledger: Ledger,
+}
+
+/// Locks and reads the ledger in `state_dir`, creating the dir and files as needed.
+pub fn lock(state_dir: &Path) -> Result<Locked, LedgerError> {
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |cause| LedgerError::Io { what, path, cause }
+    };
+    fs::create_dir_all(state_dir).map_err(io("create state dir", state_dir))?;
+    let lock_path = state_dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io("lock", &lock_path)(errno.into()))?;
+    let path = state_dir.join(LEDGER_FILE);
+    let ledger = match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| LedgerError::Corrupt {
+            path: path.clone(),
+            message: err.to_string(),
+        })?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ledger::default(),
+        Err(cause) => return Err(io("read", &path)(cause)),
+    };
+    Ok(Locked {
+        _lock: lock,
+        path,
+        ledger,
+    })
+}
+
+impl Locked {
+    /// Writes the ledger back (temp file and rename), still under the lock.
+    pub fn save(&self) -> Result<(), LedgerError> {
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            serde_json::to_writer_pretty(&mut file, &self.ledger)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|cause| LedgerError::Io {
+            what: "write",
+            path: self.path.clone(),
+            cause,
+        })
+    }
+}
+
+/// Gives back every GPU `holder` holds in the ledger of `state_dir`. Idempotent.
+pub fn release(state_dir: &Path, holder: &Holder) -> Result<(), LedgerError> {
+    let mut locked = lock(state_dir)?;
+    let before = locked.ledger.clone();
+    locked.ledger.release(holder);
+    if locked.ledger != before {
+        locked.save()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(id: &str) -> Holder {
+        Holder {
+            root: "/run/r".into(),
+            id: id.into(),
+            creator_pid: 1,
+            creator_start: 1,
+        }
+    }
+
+    fn gpus(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("nvidia.com/gpu={i}")).collect()
+    }
+
+    fn ledger(held: &[(usize, &str, Sharing)]) -> Ledger {
+        let mut ledger = Ledger::default();
+        for (gpu, id, sharing) in held {
+            ledger.take(&[format!("nvidia.com/gpu={gpu}")], &holder(id), *sharing);
+        }
+        ledger
+    }
+
+    #[test]
+    fn pick_table() {
+        use Sharing::*;
+        type Held<'a> = &'a [(usize, &'a str, Sharing)];
+        type Want<'a> = Result<&'a [usize], &'a str>;
+        let cases: [(&str, Held, Count, Sharing, Want); 9] = [
+            ("first free", &[], Count::N(1), Exclusive, Ok(&[0])),
+            (
+                "skips held",
+                &[(0, "a", Exclusive)],
+                Count::N(2),
+                Exclusive,
+                Ok(&[1, 2]),
+            ),
+            (
+                "exclusive avoids shared",
+                &[(0, "a", Mps), (1, "b", TimeSlice)],
+                Count::N(1),
+                Exclusive,
+                Ok(&[2]),
+            ),
+            (
+                "shared co-locates, least shared first",
+                &[
+                    (0, "a", Mps),
+                    (0, "b", Mps),
+                    (1, "c", Mps),
+                    (2, "d", Exclusive),
+                    (3, "e", Exclusive),
+                ],
+                Count::N(1),
+                Mps,
+                Ok(&[1]),
+            ),
+            ("all free", &[], Count::All, Exclusive, Ok(&[0, 1, 2, 3])),
+            (
+                "all but one held",
+                &[(3, "x", Exclusive)],
+                Count::All,
+                Exclusive,
+                Err(
+                    "free: nvidia.com/gpu=0, nvidia.com/gpu=1, nvidia.com/gpu=2; held: nvidia.com/gpu=3 by x (exclusive)",
+                ),
+            ),
+            (
+                "too many",
+                &[(0, "a", Exclusive), (1, "b", Mps)],
+                Count::N(3),
+                Exclusive,
+                Err(
+                    "free: nvidia.com/gpu=2, nvidia.com/gpu=3; held: nvidia.com/gpu=0 by a (exclusive), nvidia.com/gpu=1 by b (mps)",
+                ),
+            ),
+            (
+                "none free",
+                &[
+                    (0, "a", Exclusive),
+                    (1, "b", Exclusive),
+                    (2, "c", Exclusive),
+                    (3, "d", Exclusive),
+                ],
+                Count::N(1),
+                Exclusive,
+                Err("free: none; held: nvidia.com/gpu=0 by a (exclusive)"),
+            ),
+            (
+                "shared never on exclusive",
+                &[
+                    (0, "a", Exclusive),
+                    (1, "b", Exclusive),
+                    (2, "c", Exclusive),
+                    (3, "d", Exclusive),
+                ],
+                Count::N(1),
+                TimeSlice,
+                Err("cannot allocate 1 time-slice GPU(s) of kind nvidia.com/gpu: free: none"),
+            ),
+        ];
+        for (name, held, count, sharing, want) in cases {
+            let got = ledger(held).pick("nvidia.com/gpu", None, &gpus(4), count, sharing);
+            match (got, want) {
+                (Ok(got), Ok(want)) => {
+                    let want: Vec<String> =
+                        want.iter().map(|i| format!("nvidia.com/gpu={i}")).collect();
+                    assert_eq!(got, want, "{name}");
+                }
+                (Err(err), Err(want)) => {
+                    assert!(err.to_string().contains(want), "{name}: {err}")
+                }
+                (got, _) => panic!("{name}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_candidates_is_unmet_even_for_all() {
+        let err = Ledger::default()
+            .pick(
+                "amd.com/gpu",
+                Some("MI300"),
+                &[],
+                Count::All,
+                Sharing::Exclusive,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("amd.com/gpu and model \"MI300\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reclaim_drops_only_dead_holders_and_release_is_idempotent() {
+        let mut l = ledger(&[(0, "dead", Sharing::Exclusive), (1, "live", Sharing::Mps)]);
+        let reclaimed = l.reclaim(|h| h.id == "live");
+        assert_eq!(reclaimed, [("nvidia.com/gpu=0".to_owned(), holder("dead"))]);
+        assert_eq!(l, ledger(&[(1, "live", Sharing::Mps)]));
+        l.release(&holder("live"));
+        assert_eq!(l, Ledger::default());
+        l.release(&holder("live"));
+        assert_eq!(l, Ledger::default());
+    }
+
+    #[test]
+    fn ledger_persists_under_lock_and_corruption_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut locked = lock(dir.path()).unwrap();
+            locked
+                .ledger
+                .take(&gpus(1), &holder("a"), Sharing::Exclusive);
+            locked.save().unwrap();
+        }
+        assert_eq!(
+            lock(dir.path()).unwrap().ledger,
+            ledger(&[(0, "a", Sharing::Exclusive)])
+        );
+        release(dir.path(), &holder("a")).unwrap();
+        release(dir.path(), &holder("a")).unwrap();
+        assert_eq!(lock(dir.path()).unwrap().ledger, Ledger::default());
+        fs::write(dir.path().join(LEDGER_FILE), "{").unwrap();
+        let err = lock(dir.path()).err().unwrap();
+        assert!(err.to_string().contains(LEDGER_FILE), "{err}");
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_locker_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path()).unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let second = File::open(&path).unwrap();
+        let busy = Flock::lock(second, FlockArg::LockExclusiveNonblock);
+        assert!(busy.is_err(), "second lock taken while the first is held");
+        drop(first);
+        let third = File::open(&path).unwrap();
+        assert!(Flock::lock(third, FlockArg::LockExclusiveNonblock).is_ok());
+    }
+}

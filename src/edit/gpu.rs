@@ -1,0 +1,872 @@
+//! The GPU edit: allocates the GPUs an `io.cdirun.gpu.*` request asks for, injects them through
+//! the CDI module, records them in the node-wide ledger, sets the vendor env for the whole
+//! allocation, sets compute mode DEFAULT for time-slicing, and sets the distributed env.
+//!
+//! Runs after the CDI edit. GPUs named through CDI (annotations, `NVIDIA_VISIBLE_DEVICES`, ...)
+//! are already injected: with no `io.cdirun.gpu.count` they are the allocation; with a count,
+//! cdirun picks devices of the vendor's kind itself and naming devices of that kind as well is an
+//! error. The ledger is locked from the read to the write, so concurrent creates never share an
+//! exclusive GPU; nothing is written before every other step of this edit succeeded.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libcontainer::oci_spec::runtime::Spec;
+
+use super::cdi::{self, CdiError};
+use super::{Context, Edit, EditError};
+use crate::cdi::Registry;
+use crate::claims::gpu::{self as ledger, Ledger, LedgerError};
+use crate::claims::{Claim, Claims, Holder};
+use crate::request::{
+    self, Count, Distributed, GPU_ALLOCATED, GpuRequest, RequestError, Sharing, Vendor,
+};
+
+/// `<smi> -i N -c DEFAULT` may take this long before it counts as failed.
+const SMI_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Cdi(#[from] CdiError),
+    #[error(
+        "io.cdirun.gpu.count asks cdirun to pick {kind} devices, but {} are also named through CDI; use one or the other",
+        .named.join(", ")
+    )]
+    Conflict {
+        kind: &'static str,
+        named: Vec<String>,
+    },
+    #[error(
+        "GPU {device} has no numeric index (its CDI name is not a number); {sharing} sharing needs GPUs named by index, as nvidia-ctk names them by default"
+    )]
+    NoIndex {
+        device: String,
+        sharing: &'static str,
+    },
+    #[error(
+        "cannot set compute mode DEFAULT on GPU {gpu} for time-slicing with `{smi} -i {gpu} -c DEFAULT`: {message}"
+    )]
+    TimeSlice {
+        smi: PathBuf,
+        gpu: u32,
+        message: String,
+    },
+    #[error("config.json has no process section to set {var} in")]
+    NoProcess { var: &'static str },
+}
+
+/// The GPU edit; skipped when no GPU or distributed annotation is present.
+pub struct Gpu;
+
+impl Edit for Gpu {
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
+
+    fn apply(&self, spec: &mut Spec, ctx: &Context) -> Result<Claims, EditError> {
+        let gpu = request::gpu_from_spec(spec, ctx.config).map_err(GpuError::from)?;
+        let distributed = request::distributed_from_spec(spec).map_err(GpuError::from)?;
+        if gpu.is_none() && distributed.is_none() {
+            return Ok(Claims::default());
+        }
+        // config.json already carries an earlier pass's allocation: its env is not the client's.
+        let ours_before = !previous_allocation(spec).is_empty();
+        let mut edited = spec.clone();
+        let mut env: Vec<(&'static str, String)> = Vec::new();
+        let mut claims = Claims::default();
+        // Held until the end of apply: the ledger is written last, under the same lock.
+        let mut pending = None;
+        if let Some(gpu) = &gpu {
+            let allocation = allocate(&mut edited, ctx, gpu)?;
+            env.extend(vendor_env(gpu.vendor, &allocation.devices));
+            if gpu.sharing == Sharing::TimeSlice && !ctx.dry_run {
+                for device in &allocation.devices {
+                    set_default_compute_mode(ctx, device)?;
+                }
+            }
+            annotate(&mut edited, &allocation.devices);
+            claims.0.push(Claim::Gpu {
+                devices: allocation.devices.clone(),
+                sharing: gpu.sharing,
+                holder: allocation.holder.clone(),
+            });
+            pending = Some(allocation);
+        }
+        if let Some(dist) = &distributed {
+            env.extend(distributed_env(dist, &ctx.config.gpu.nccl_socket_ifname));
+        }
+        set_env(&mut edited, ctx, &env, ours_before)?;
+        if let Some(allocation) = pending {
+            allocation.commit(ctx.dry_run)?;
+        }
+        *spec = edited;
+        Ok(claims)
+    }
+}
+
+/// The chosen GPUs and the locked ledger they go into.
+struct Allocation {
+    devices: Vec<String>,
+    sharing: Sharing,
+    holder: Holder,
+    locked: Option<ledger::Locked>,
+}
+
+impl Allocation {
+    fn commit(mut self, dry_run: bool) -> Result<(), GpuError> {
+        if let Some(locked) = self.locked.as_mut().filter(|_| !dry_run) {
+            locked
+                .ledger
+                .take(&self.devices, &self.holder, self.sharing);
+            locked.save()?;
+        }
+        Ok(())
+    }
+}
+
+/// Chooses the GPUs (and injects the ones cdirun picked) under the ledger lock.
+fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocation, GpuError> {
+    let kind = gpu.vendor.kind();
+    let registry = Registry::load(&ctx.config.cdi.spec_dirs);
+    let named = named_devices(spec, ctx, &registry, kind)?;
+    let previous = previous_allocation(spec);
+    if gpu.count.is_some() && !named.is_empty() {
+        return Err(GpuError::Conflict { kind, named });
+    }
+    let holder = Holder::current(ctx.root, ctx.container_id);
+    let mut locked = if ctx.dry_run {
+        None
+    } else {
+        Some(ledger::lock(&ctx.config.state_dir)?)
+    };
+    let mut view = match &locked {
+        Some(locked) => locked.ledger.clone(),
+        None => peek(ctx)?,
+    };
+    for (device, stale) in view.reclaim(Holder::is_live) {
+        tracing::info!(
+            "reclaimed {device} from container {} (root {}), which no longer exists",
+            stale.id,
+            stale.root.display()
+        );
+    }
+    let devices = if named.is_empty() {
+        let candidates: Vec<String> = registry
+            .devices_of_kind(kind)
+            .into_iter()
+            // Generators define an `all` device spanning the others: never one GPU.
+            .filter(|q| !q.ends_with("=all"))
+            .filter(|q| {
+                gpu.model
+                    .as_deref()
+                    .is_none_or(|m| has_model(&registry, q, m))
+            })
+            .collect();
+        let count = gpu.count.unwrap_or(Count::N(1));
+        let picked = view.pick(kind, gpu.model.as_deref(), &candidates, count, gpu.sharing)?;
+        forget(spec, &registry, &previous, &picked);
+        cdi::inject(spec, &registry, &picked)?;
+        picked
+    } else {
+        view.pick(kind, None, &named, Count::All, gpu.sharing)?
+    };
+    if let Some(locked) = &mut locked {
+        locked.ledger = view;
+    }
+    Ok(Allocation {
+        devices,
+        sharing: gpu.sharing,
+        holder,
+        locked,
+    })
+}
+
+/// The ledger as it is, read without creating or locking anything (for `explain`).
+fn peek(ctx: &Context) -> Result<Ledger, GpuError> {
+    let path = ctx.config.state_dir.join(ledger::LEDGER_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
+            GpuError::Ledger(LedgerError::Corrupt {
+                path,
+                message: err.to_string(),
+            })
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
+        Err(cause) => Err(GpuError::Ledger(LedgerError::Io {
+            what: "read",
+            path,
+            cause,
+        })),
+    }
+}
+
+/// The devices of `kind` the client named through CDI, as the CDI edit resolved them.
+fn named_devices(
+    spec: &Spec,
+    ctx: &Context,
+    registry: &Registry,
+    kind: &str,
+) -> Result<Vec<String>, GpuError> {
+    // Read from the client's env: a CDI spec's env edits (nvidia-ctk sets
+    // NVIDIA_VISIBLE_DEVICES=void) are not requests.
+    let mut client = spec.clone();
+    if let Some(process) = client.process_mut() {
+        process.set_env(Some(ctx.client_env.to_vec()));
+    }
+    let request = request::from_spec(&client, ctx.config)?;
+    let resolved = cdi::resolve(registry, &request)?;
+    let prefix = format!("{kind}=");
+    Ok(resolved
+        .into_iter()
+        .filter(|q| q.starts_with(&prefix) && !q.ends_with("=all"))
+        .collect())
+}
+
+/// The devices an earlier pass of this edit allocated (a bundle created from twice).
+fn previous_allocation(spec: &Spec) -> Vec<String> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(GPU_ALLOCATED))
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Removes the device nodes (and their cgroup rules) of previously allocated devices that are
+/// not in `keep`, so re-editing a bundle never leaves an old GPU visible.
+fn forget(spec: &mut Spec, registry: &Registry, previous: &[String], keep: &[String]) {
+    let paths: Vec<PathBuf> = previous
+        .iter()
+        .filter(|q| !keep.contains(q))
+        .filter_map(|q| registry.get(q))
+        .flat_map(|(_, device)| &device.container_edits.device_nodes)
+        .map(|node| PathBuf::from(&node.path))
+        .collect();
+    let Some(linux) = spec.linux_mut().as_mut().filter(|_| !paths.is_empty()) else {
+        return;
+    };
+    let mut nodes = linux.devices().clone().unwrap_or_default();
+    let gone: Vec<(i64, i64)> = nodes
+        .iter()
+        .filter(|d| paths.contains(&d.path().to_path_buf()))
+        .map(|d| (d.major(), d.minor()))
+        .collect();
+    nodes.retain(|d| !paths.contains(&d.path().to_path_buf()));
+    linux.set_devices(Some(nodes));
+    if let Some(mut resources) = linux.resources().clone() {
+        if let Some(mut rules) = resources.devices().clone() {
+            rules.retain(|r| {
+                !gone
+                    .iter()
+                    .any(|(ma, mi)| r.major() == Some(*ma) && r.minor() == Some(*mi))
+            });
+            resources.set_devices(Some(rules));
+        }
+        linux.set_resources(Some(resources));
+    }
+}
+
+/// Whether a device has an annotation ending in `model` equal (ignoring case) to `model`.
+fn has_model(registry: &Registry, device: &str, model: &str) -> bool {
+    registry.get(device).is_some_and(|(_, d)| {
+        d.annotations.iter().any(|(key, value)| {
+            key.to_ascii_lowercase().ends_with("model") && value.trim().eq_ignore_ascii_case(model)
+        })
+    })
+}
+
+fn annotate(spec: &mut Spec, devices: &[String]) {
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(GPU_ALLOCATED.to_owned(), devices.join(","));
+    spec.set_annotations(Some(annotations));
+}
+
+/// The device name of a qualified name (`nvidia.com/gpu=2` -> `2`).
+fn device_name(qualified: &str) -> &str {
+    qualified
+        .split_once('=')
+        .map_or(qualified, |(_, name)| name)
+}
+
+/// The host GPU index of a device named by index.
+pub fn index(qualified: &str, sharing: Sharing) -> Result<u32, GpuError> {
+    device_name(qualified)
+        .parse()
+        .map_err(|_| GpuError::NoIndex {
+            device: qualified.to_owned(),
+            sharing: sharing.as_str(),
+        })
+}
+
+/// The vendor's visible-devices env for `devices`: names for NVIDIA's variable, container
+/// indices `0..n-1` for the rest (only the allocated nodes are visible inside).
+pub fn vendor_env(vendor: Vendor, devices: &[String]) -> Vec<(&'static str, String)> {
+    let indices: Vec<String> = (0..devices.len()).map(|i| i.to_string()).collect();
+    let indices = indices.join(",");
+    match vendor {
+        Vendor::Nvidia => vec![
+            (
+                request::NVIDIA_VISIBLE_DEVICES,
+                devices
+                    .iter()
+                    .map(|d| device_name(d))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("CUDA_VISIBLE_DEVICES", indices),
+        ],
+        Vendor::Amd => vec![
+            ("ROCR_VISIBLE_DEVICES", indices.clone()),
+            ("HIP_VISIBLE_DEVICES", indices),
+        ],
+        Vendor::Intel => vec![("ZE_AFFINITY_MASK", indices)],
+    }
+}
+
+/// `MASTER_ADDR`, `MASTER_PORT`, `WORLD_SIZE`, `RANK`, `LOCAL_RANK` and, for nccl,
+/// `NCCL_SOCKET_IFNAME`.
+pub fn distributed_env(dist: &Distributed, ifname: &str) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("MASTER_ADDR", dist.master_addr.clone()),
+        ("MASTER_PORT", dist.master_port.to_string()),
+        ("WORLD_SIZE", dist.world_size.to_string()),
+        ("RANK", dist.rank.to_string()),
+        ("LOCAL_RANK", dist.local_rank.to_string()),
+    ];
+    if dist.backend == "nccl" {
+        env.push(("NCCL_SOCKET_IFNAME", ifname.to_owned()));
+    }
+    env
+}
+
+/// Sets each variable by key. A variable the client set itself keeps the client's value unless
+/// `[gpu] override-user-env` is on; one this edit set on an earlier pass is not the client's.
+fn set_env(
+    spec: &mut Spec,
+    ctx: &Context,
+    vars: &[(&'static str, String)],
+    ours_before: bool,
+) -> Result<(), GpuError> {
+    let Some((first, _)) = vars.first() else {
+        return Ok(());
+    };
+    let process = spec
+        .process_mut()
+        .as_mut()
+        .ok_or(GpuError::NoProcess { var: first })?;
+    let mut env = process.env().clone().unwrap_or_default();
+    for (key, value) in vars {
+        let client_value = ctx
+            .client_env
+            .iter()
+            .rev()
+            .find_map(|e| e.split_once('=').filter(|(k, _)| k == key).map(|(_, v)| v));
+        // The client's value is put back, not just left: a CDI spec's env edit (nvidia-ctk's
+        // NVIDIA_VISIBLE_DEVICES=void) may have replaced it since.
+        let value = match client_value {
+            Some(client) if !ctx.config.gpu.override_user_env && !ours_before => {
+                if client != value {
+                    tracing::info!(
+                        "{key} is set in config.json; keeping {client:?}, not {value:?}"
+                    );
+                }
+                client
+            }
+            _ => value.as_str(),
+        };
+        let entry = format!("{key}={value}");
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').is_some_and(|(k, _)| k == *key))
+        {
+            Some(existing) => *existing = entry,
+            None => env.push(entry),
+        }
+    }
+    process.set_env(Some(env));
+    Ok(())
+}
+
+/// `<smi> -i N -c DEFAULT`: lets several processes share the GPU by time-slicing.
+fn set_default_compute_mode(ctx: &Context, device: &str) -> Result<(), GpuError> {
+    let gpu = index(device, Sharing::TimeSlice)?;
+    let smi = &ctx.config.time_slice.smi;
+    let failed = |message: String| GpuError::TimeSlice {
+        smi: smi.clone(),
+        gpu,
+        message,
+    };
+    let mut child = Command::new(smi)
+        .args(["-i", &gpu.to_string(), "-c", "DEFAULT"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| failed(err.to_string()))?;
+    let deadline = Instant::now() + SMI_LIMIT;
+    while child
+        .try_wait()
+        .map_err(|e| failed(e.to_string()))?
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("still running after {SMI_LIMIT:?}; killed")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::edit::apply_all;
+
+    /// A temp node: 4 GPUs of each vendor kind in one spec dir (fully specified nodes, so no
+    /// host node is needed), a state dir and a logging `nvidia-smi` stand-in.
+    struct Node {
+        dir: tempfile::TempDir,
+        config: Config,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let cdi = dir.path().join("cdi");
+            fs::create_dir(&cdi).unwrap();
+            for (file, kind, major, models) in [
+                (
+                    "nvidia.yaml",
+                    "nvidia.com/gpu",
+                    195,
+                    ["A100", "A100", "H100", "H100"],
+                ),
+                ("amd.yaml", "amd.com/gpu", 226, ["MI300"; 4]),
+                ("intel.yaml", "intel.cdi.k8s.io/gpu", 227, ["Max"; 4]),
+            ] {
+                let devices: Vec<String> = (0..4)
+                    .map(|i| {
+                        format!(
+                            "{{name: \"{i}\", annotations: {{gpu.model: {}}}, containerEdits: {{deviceNodes: [{{path: /dev/gpu{major}-{i}, type: c, major: {major}, minor: {i}}}]}}}}",
+                            models[i]
+                        )
+                    })
+                    .collect();
+                fs::write(
+                    cdi.join(file),
+                    format!(
+                        "cdiVersion: 0.6.0\nkind: {kind}\n{}devices: [{}]\n",
+                        // As nvidia-ctk writes it: not a request, and not the client's value.
+                        if major == 195 {
+                            "containerEdits: {env: [NVIDIA_VISIBLE_DEVICES=void]}\n"
+                        } else {
+                            ""
+                        },
+                        devices.join(", ")
+                    ),
+                )
+                .unwrap();
+            }
+            let smi = dir.path().join("smi");
+            fs::write(
+                &smi,
+                format!(
+                    "#!/bin/sh\necho \"$@\" >> {:?}\n[ -e {:?} ] && exit 9\nexit 0\n",
+                    dir.path().join("smi.log"),
+                    dir.path().join("smi.fail")
+                ),
+            )
+            .unwrap();
+            fs::set_permissions(&smi, fs::Permissions::from_mode(0o755)).unwrap();
+            let mut config = Config::default();
+            config.cdi.spec_dirs = vec![cdi];
+            config.state_dir = dir.path().join("state");
+            config.time_slice.smi = smi;
+            Node { dir, config }
+        }
+
+        fn ledger(&self) -> Option<String> {
+            fs::read_to_string(self.config.state_dir.join(ledger::LEDGER_FILE)).ok()
+        }
+
+        fn smi_calls(&self) -> String {
+            fs::read_to_string(self.dir.path().join("smi.log")).unwrap_or_default()
+        }
+
+        fn create(&self, id: &str, spec: &mut Spec) -> Result<Claims, EditError> {
+            self.run(id, spec, false)
+        }
+
+        fn run(&self, id: &str, spec: &mut Spec, dry_run: bool) -> Result<Claims, EditError> {
+            let ctx = Context {
+                dry_run,
+                ..Context::new(id, &self.config, Path::new("/run/cdirun-test"))
+            };
+            // The slice edit's scope claim is not this module's business.
+            apply_all(spec, &ctx)
+                .map(|claims| claims.without_scopes())
+                .map_err(|(err, taken)| {
+                    assert_eq!(taken, Claims::default(), "a failed edit left claims");
+                    err
+                })
+        }
+    }
+
+    fn spec(annotations: &[(&str, &str)], env: &[&str]) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+        ));
+        let mut process = spec.process().clone().unwrap();
+        process.set_env(Some(env.iter().map(|s| s.to_string()).collect()));
+        spec.set_process(Some(process));
+        // No cgroupsPath: the slice edit leaves the spec alone.
+        spec
+    }
+
+    fn env(spec: &Spec) -> Vec<String> {
+        spec.process().as_ref().unwrap().env().clone().unwrap()
+    }
+
+    fn nodes(spec: &Spec) -> Vec<String> {
+        spec.linux()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .iter()
+            .flatten()
+            .map(|d| d.path().display().to_string())
+            .collect()
+    }
+
+    fn devices(claims: &Claims) -> Vec<String> {
+        claims
+            .0
+            .iter()
+            .find_map(|c| match c {
+                Claim::Gpu { devices, .. } => Some(devices.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn vendor_env_table() {
+        let cases: [(&str, &[&str], &[&str]); 3] = [
+            (
+                "nvidia",
+                &["nvidia.com/gpu=0", "nvidia.com/gpu=1"],
+                &[
+                    "PATH=/bin",
+                    "NVIDIA_VISIBLE_DEVICES=0,1",
+                    "CUDA_VISIBLE_DEVICES=0,1",
+                ],
+            ),
+            (
+                "amd",
+                &["amd.com/gpu=0", "amd.com/gpu=1", "amd.com/gpu=2"],
+                &[
+                    "PATH=/bin",
+                    "ROCR_VISIBLE_DEVICES=0,1,2",
+                    "HIP_VISIBLE_DEVICES=0,1,2",
+                ],
+            ),
+            (
+                "intel",
+                &["intel.cdi.k8s.io/gpu=0"],
+                &["PATH=/bin", "ZE_AFFINITY_MASK=0"],
+            ),
+        ];
+        for (vendor, count_of, want) in cases {
+            let node = Node::new();
+            let count = count_of.len().to_string();
+            let mut s = spec(
+                &[
+                    ("io.cdirun.gpu.count", &count),
+                    ("io.cdirun.gpu.vendor", vendor),
+                ],
+                &["PATH=/bin"],
+            );
+            let claims = node.create("c1", &mut s).unwrap();
+            assert_eq!(devices(&claims), *count_of, "{vendor}");
+            // nvidia's spec-level NVIDIA_VISIBLE_DEVICES=void is replaced, not kept.
+            let got: Vec<String> = env(&s)
+                .into_iter()
+                .filter(|e| vendor != "nvidia" || !e.ends_with("=void"))
+                .collect();
+            assert_eq!(got, *want, "{vendor}");
+            assert_eq!(nodes(&s).len(), count_of.len(), "{vendor}");
+        }
+    }
+
+    #[test]
+    fn exclusive_allocation_never_shares_and_names_free_and_held() {
+        let node = Node::new();
+        let mut a = spec(&[("io.cdirun.gpu.count", "3")], &[]);
+        assert_eq!(
+            devices(&node.create("a", &mut a).unwrap()),
+            ["nvidia.com/gpu=0", "nvidia.com/gpu=1", "nvidia.com/gpu=2"]
+        );
+        assert_eq!(
+            nodes(&a),
+            ["/dev/gpu195-0", "/dev/gpu195-1", "/dev/gpu195-2"]
+        );
+        let mut b = spec(&[("io.cdirun.gpu.count", "2")], &[]);
+        let before = node.ledger();
+        let err = node.create("b", &mut b).unwrap_err().to_string();
+        assert!(
+            err.contains("free: nvidia.com/gpu=3")
+                && err.contains("nvidia.com/gpu=0 by a (exclusive)")
+                && err.contains("nvidia.com/gpu=2 by a (exclusive)"),
+            "{err}"
+        );
+        assert_eq!(node.ledger(), before, "a failed request changed the ledger");
+        assert_eq!(
+            b,
+            spec(&[("io.cdirun.gpu.count", "2")], &[]),
+            "spec changed"
+        );
+        // A shared request cannot go on an exclusive GPU either, but takes the free one.
+        let mut c = spec(&[("io.cdirun.gpu.sharing", "time-slice")], &[]);
+        assert_eq!(
+            devices(&node.create("c", &mut c).unwrap()),
+            ["nvidia.com/gpu=3"]
+        );
+        assert_eq!(node.smi_calls(), "-i 3 -c DEFAULT\n");
+        let mut d = spec(&[("io.cdirun.gpu.sharing", "time-slice")], &[]);
+        assert_eq!(
+            devices(&node.create("d", &mut d).unwrap()),
+            ["nvidia.com/gpu=3"]
+        );
+        // Release gives the GPUs back.
+        let holder = Holder::current(Path::new("/run/cdirun-test"), "a");
+        ledger::release(&node.config.state_dir, &holder).unwrap();
+        assert_eq!(
+            devices(&node.create("b", &mut b).unwrap()),
+            ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
+        );
+    }
+
+    #[test]
+    fn model_filters_the_candidates() {
+        let node = Node::new();
+        let mut s = spec(
+            &[
+                ("io.cdirun.gpu.count", "2"),
+                ("io.cdirun.gpu.model", "h100"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            devices(&node.create("a", &mut s).unwrap()),
+            ["nvidia.com/gpu=2", "nvidia.com/gpu=3"]
+        );
+        let mut s = spec(&[("io.cdirun.gpu.model", "V100")], &[]);
+        let err = node.create("b", &mut s).unwrap_err().to_string();
+        assert!(
+            err.contains("model \"V100\": free: none; held: none"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gpus_named_through_cdi_are_the_allocation_and_conflict_with_a_count() {
+        let node = Node::new();
+        let mut s = spec(
+            &[("io.cdirun.gpu.sharing", "exclusive")],
+            &["NVIDIA_VISIBLE_DEVICES=2"],
+        );
+        assert_eq!(
+            devices(&node.create("a", &mut s).unwrap()),
+            ["nvidia.com/gpu=2"]
+        );
+        // The client's NVIDIA_VISIBLE_DEVICES wins over the spec's `void` and is the same.
+        assert!(
+            env(&s).contains(&"NVIDIA_VISIBLE_DEVICES=2".to_owned()),
+            "{:?}",
+            env(&s)
+        );
+        let mut s = spec(
+            &[("io.cdirun.gpu.sharing", "exclusive")],
+            &["NVIDIA_VISIBLE_DEVICES=2"],
+        );
+        let err = node.create("b", &mut s).unwrap_err().to_string();
+        assert!(err.contains("nvidia.com/gpu=2 by a (exclusive)"), "{err}");
+        let mut s = spec(
+            &[
+                ("io.cdirun.gpu.count", "1"),
+                ("cdi.k8s.io/x", "nvidia.com/gpu=0"),
+            ],
+            &[],
+        );
+        let err = node.create("c", &mut s).unwrap_err().to_string();
+        assert!(
+            err.contains("nvidia.com/gpu=0 are also named through CDI"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_env_wins_unless_the_config_overrides() {
+        for (override_user_env, want) in [
+            (false, "CUDA_VISIBLE_DEVICES=7"),
+            (true, "CUDA_VISIBLE_DEVICES=0"),
+        ] {
+            let mut node = Node::new();
+            node.config.gpu.override_user_env = override_user_env;
+            let mut s = spec(
+                &[
+                    ("io.cdirun.gpu.count", "1"),
+                    ("io.cdirun.distributed.rank", "0"),
+                ],
+                &["CUDA_VISIBLE_DEVICES=7", "MASTER_ADDR=mine"],
+            );
+            node.create("a", &mut s).unwrap();
+            let env = env(&s);
+            assert!(
+                env.contains(&want.to_owned()),
+                "{override_user_env}: {env:?}"
+            );
+            // Spec::default()'s hostname.
+            let addr = if override_user_env {
+                "MASTER_ADDR=youki"
+            } else {
+                "MASTER_ADDR=mine"
+            };
+            assert!(
+                env.contains(&addr.to_owned()),
+                "{override_user_env}: {env:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn distributed_env_alone_takes_no_gpu() {
+        let mut node = Node::new();
+        node.config.gpu.nccl_socket_ifname = "ib0".into();
+        let mut s = spec(
+            &[
+                ("io.cdirun.distributed.world-size", "4"),
+                ("io.cdirun.distributed.rank", "3"),
+            ],
+            &[],
+        );
+        s.set_hostname(Some("trainer-0".into()));
+        assert_eq!(node.create("a", &mut s).unwrap(), Claims::default());
+        assert_eq!(
+            env(&s),
+            [
+                "MASTER_ADDR=trainer-0",
+                "MASTER_PORT=29500",
+                "WORLD_SIZE=4",
+                "RANK=3",
+                "LOCAL_RANK=0",
+                "NCCL_SOCKET_IFNAME=ib0"
+            ]
+        );
+        assert_eq!(node.ledger(), None);
+    }
+
+    #[test]
+    fn failed_time_slicing_holds_nothing() {
+        let node = Node::new();
+        fs::write(node.dir.path().join("smi.fail"), "").unwrap();
+        let mut s = spec(
+            &[
+                ("io.cdirun.gpu.sharing", "time-slice"),
+                ("io.cdirun.gpu.count", "2"),
+            ],
+            &[],
+        );
+        let err = node.create("a", &mut s).unwrap_err().to_string();
+        assert!(
+            err.contains("-i 0 -c DEFAULT") && err.contains("exit status: 9"),
+            "{err}"
+        );
+        assert_eq!(node.ledger(), None);
+    }
+
+    #[test]
+    fn dry_run_takes_nothing_and_runs_nothing() {
+        let node = Node::new();
+        let mut first = spec(&[("io.cdirun.gpu.count", "1")], &[]);
+        node.create("a", &mut first).unwrap();
+        let before = node.ledger();
+        let mut s = spec(
+            &[
+                ("io.cdirun.gpu.count", "1"),
+                ("io.cdirun.gpu.sharing", "time-slice"),
+            ],
+            &[],
+        );
+        let claims = node.run("explain", &mut s, true).unwrap();
+        // The choice is computed against the real ledger (GPU 0 is held) ...
+        assert_eq!(devices(&claims), ["nvidia.com/gpu=1"]);
+        // ... but nothing is written and no program runs.
+        assert_eq!(node.ledger(), before);
+        assert_eq!(node.smi_calls(), "");
+    }
+
+    #[test]
+    fn re_editing_an_edited_bundle_replaces_the_old_allocation() {
+        let node = Node::new();
+        let mut s = spec(&[("io.cdirun.gpu.count", "1")], &[]);
+        node.create("a", &mut s).unwrap();
+        // `a` still holds GPU 0; the same (already edited) config.json is created again.
+        let claims = node.create("b", &mut s).unwrap();
+        assert_eq!(devices(&claims), ["nvidia.com/gpu=1"]);
+        assert_eq!(nodes(&s), ["/dev/gpu195-1"]);
+        let env = env(&s);
+        assert!(
+            env.contains(&"NVIDIA_VISIBLE_DEVICES=1".to_owned()),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&"CUDA_VISIBLE_DEVICES=0".to_owned()),
+            "{env:?}"
+        );
+        let rules = s
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
+        assert!(
+            !rules
+                .iter()
+                .any(|r| r.major() == Some(195) && r.minor() == Some(0)),
+            "{rules:?}"
+        );
+    }
+}
