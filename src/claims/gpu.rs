@@ -5,14 +5,12 @@
 //! The JSON file is replaced by rename, so a crash leaves the old or the new ledger.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::holder::Holder;
+use super::store::{self, StoreError};
 use crate::request::{Count, Sharing};
 
 pub const LEDGER_FILE: &str = "gpu-ledger.json";
@@ -33,6 +31,15 @@ pub enum LedgerError {
     /// Boxed: the lists would make every ledger `Result` large.
     #[error(transparent)]
     Unmet(Box<Unmet>),
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Io { what, path, cause } => LedgerError::Io { what, path, cause },
+            StoreError::Corrupt { path, message } => LedgerError::Corrupt { path, message },
+        }
+    }
 }
 
 /// A request the free devices cannot meet: what is free and who holds the rest.
@@ -175,70 +182,20 @@ impl Ledger {
     }
 }
 
-/// The ledger read under its lock; the lock is held until this is dropped.
-pub struct Locked {
-    _lock: Flock<File>,
-    path: PathBuf,
-    pub ledger: Ledger,
-}
+/// The ledger, held under its lock until dropped.
+pub type Locked = store::Locked<Ledger>;
 
 /// Locks and reads the ledger in `state_dir`, creating the dir and files as needed.
 pub fn lock(state_dir: &Path) -> Result<Locked, LedgerError> {
-    let io = |what, path: &Path| {
-        let path = path.to_owned();
-        move |cause| LedgerError::Io { what, path, cause }
-    };
-    fs::create_dir_all(state_dir).map_err(io("create state dir", state_dir))?;
-    let lock_path = state_dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io("open", &lock_path))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| io("lock", &lock_path)(errno.into()))?;
-    let path = state_dir.join(LEDGER_FILE);
-    let ledger = match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| LedgerError::Corrupt {
-            path: path.clone(),
-            message: err.to_string(),
-        })?,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ledger::default(),
-        Err(cause) => return Err(io("read", &path)(cause)),
-    };
-    Ok(Locked {
-        _lock: lock,
-        path,
-        ledger,
-    })
-}
-
-impl Locked {
-    /// Writes the ledger back (temp file and rename), still under the lock.
-    pub fn save(&self) -> Result<(), LedgerError> {
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            serde_json::to_writer_pretty(&mut file, &self.ledger)?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|cause| LedgerError::Io {
-            what: "write",
-            path: self.path.clone(),
-            cause,
-        })
-    }
+    Ok(store::lock(state_dir, LOCK_FILE, LEDGER_FILE)?)
 }
 
 /// Gives back every GPU `holder` holds in the ledger of `state_dir`. Idempotent.
 pub fn release(state_dir: &Path, holder: &Holder) -> Result<(), LedgerError> {
     let mut locked = lock(state_dir)?;
-    let before = locked.ledger.clone();
-    locked.ledger.release(holder);
-    if locked.ledger != before {
+    let before = locked.data.clone();
+    locked.data.release(holder);
+    if locked.data != before {
         locked.save()?;
     }
     Ok(())
@@ -246,6 +203,10 @@ pub fn release(state_dir: &Path, holder: &Holder) -> Result<(), LedgerError> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, File};
+
+    use nix::fcntl::{Flock, FlockArg};
+
     use super::*;
 
     fn holder(id: &str) -> Holder {
@@ -397,18 +358,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut locked = lock(dir.path()).unwrap();
-            locked
-                .ledger
-                .take(&gpus(1), &holder("a"), Sharing::Exclusive);
+            locked.data.take(&gpus(1), &holder("a"), Sharing::Exclusive);
             locked.save().unwrap();
         }
         assert_eq!(
-            lock(dir.path()).unwrap().ledger,
+            lock(dir.path()).unwrap().data,
             ledger(&[(0, "a", Sharing::Exclusive)])
         );
         release(dir.path(), &holder("a")).unwrap();
         release(dir.path(), &holder("a")).unwrap();
-        assert_eq!(lock(dir.path()).unwrap().ledger, Ledger::default());
+        assert_eq!(lock(dir.path()).unwrap().data, Ledger::default());
         fs::write(dir.path().join(LEDGER_FILE), "{").unwrap();
         let err = lock(dir.path()).err().unwrap();
         assert!(err.to_string().contains(LEDGER_FILE), "{err}");

@@ -7,6 +7,7 @@
 pub mod gpu;
 pub mod holder;
 pub mod mps;
+pub mod store;
 
 use std::fs;
 use std::io::Write;

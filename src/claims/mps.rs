@@ -8,16 +8,16 @@
 //! alive when `<pipe dir>/control` exists.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::holder::Holder;
+use super::store::{self, StoreError};
 use crate::config::MpsLifetime;
 
 pub const REFS_FILE: &str = "mps-refs.json";
@@ -58,6 +58,15 @@ pub enum MpsError {
         control: PathBuf,
         message: String,
     },
+}
+
+impl From<StoreError> for MpsError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Io { what, path, cause } => MpsError::Io { what, path, cause },
+            StoreError::Corrupt { path, message } => MpsError::Corrupt { path, message },
+        }
+    }
 }
 
 /// One GPU's daemon: where it lives and how to drive it.
@@ -222,60 +231,16 @@ impl Refs {
     }
 }
 
-struct Locked {
-    _lock: Flock<File>,
-    path: PathBuf,
-    refs: Refs,
-}
+type Locked = store::Locked<Refs>;
 
 fn lock(state_dir: &Path) -> Result<Locked, MpsError> {
-    let io = |what, path: &Path| {
-        let path = path.to_owned();
-        move |cause| MpsError::Io { what, path, cause }
-    };
-    fs::create_dir_all(state_dir).map_err(io("create state dir", state_dir))?;
-    let lock_path = state_dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io("open", &lock_path))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| io("lock", &lock_path)(errno.into()))?;
-    let path = state_dir.join(REFS_FILE);
-    let refs = match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| MpsError::Corrupt {
-            path: path.clone(),
-            message: err.to_string(),
-        })?,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Refs::default(),
-        Err(cause) => return Err(io("read", &path)(cause)),
-    };
-    Ok(Locked {
-        _lock: lock,
-        path,
-        refs,
-    })
+    Ok(store::lock(state_dir, LOCK_FILE, REFS_FILE)?)
 }
 
-impl Locked {
-    fn save(&mut self) -> Result<(), MpsError> {
-        self.refs.gpus.retain(|_, holders| !holders.is_empty());
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            serde_json::to_writer_pretty(&mut file, &self.refs)?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|cause| MpsError::Io {
-            what: "write",
-            path: self.path.clone(),
-            cause,
-        })
-    }
+/// Drops GPUs nobody references any more, then writes the references back.
+fn save(locked: &mut Locked) -> Result<(), MpsError> {
+    locked.data.gpus.retain(|_, holders| !holders.is_empty());
+    Ok(locked.save()?)
 }
 
 /// Makes sure the daemon runs as `lifetime` says and, unless `no_launch`, records `holder`'s
@@ -292,17 +257,17 @@ pub fn acquire(
         return Ok(false);
     }
     let mut locked = lock(state_dir)?;
-    locked.refs.reclaim(daemon.gpu, Holder::is_live);
+    locked.data.reclaim(daemon.gpu, Holder::is_live);
     if !daemon.alive() {
         daemon.start()?;
     }
-    let holders = locked.refs.gpus.entry(daemon.gpu).or_default();
+    let holders = locked.data.gpus.entry(daemon.gpu).or_default();
     if !holders.contains(holder) {
         holders.push(holder.clone());
     }
-    if let Err(err) = locked.save() {
+    if let Err(err) = save(&mut locked) {
         // Unrecorded, so undo the start too when nobody else references the daemon.
-        if lifetime == MpsLifetime::PerRun && locked.refs.count(daemon.gpu) <= 1 {
+        if lifetime == MpsLifetime::PerRun && locked.data.count(daemon.gpu) <= 1 {
             let _ = daemon.stop();
         }
         return Err(err);
@@ -335,15 +300,15 @@ pub fn release(
         return Ok(());
     }
     let mut locked = lock(state_dir)?;
-    let before = locked.refs.clone();
-    if let Some(holders) = locked.refs.gpus.get_mut(&daemon.gpu) {
+    let before = locked.data.clone();
+    if let Some(holders) = locked.data.gpus.get_mut(&daemon.gpu) {
         holders.retain(|h| h != holder);
     }
-    locked.refs.reclaim(daemon.gpu, Holder::is_live);
-    if locked.refs != before {
-        locked.save()?;
+    locked.data.reclaim(daemon.gpu, Holder::is_live);
+    if locked.data != before {
+        save(&mut locked)?;
     }
-    if lifetime == MpsLifetime::PerRun && locked.refs.count(daemon.gpu) == 0 && daemon.alive() {
+    if lifetime == MpsLifetime::PerRun && locked.data.count(daemon.gpu) == 0 && daemon.alive() {
         daemon.stop()?;
     }
     Ok(())
@@ -351,7 +316,7 @@ pub fn release(
 
 /// The references recorded in `state_dir` (for tests and diagnostics).
 pub fn references(state_dir: &Path) -> Result<Refs, MpsError> {
-    Ok(lock(state_dir)?.refs)
+    Ok(lock(state_dir)?.data)
 }
 
 #[cfg(test)]

@@ -121,10 +121,8 @@ struct Allocation {
 impl Allocation {
     fn commit(mut self, dry_run: bool) -> Result<(), GpuError> {
         if let Some(locked) = self.locked.as_mut().filter(|_| !dry_run) {
-            locked
-                .ledger
-                .take(&self.devices, &self.holder, self.sharing);
-            locked.save()?;
+            locked.data.take(&self.devices, &self.holder, self.sharing);
+            locked.save().map_err(ledger::LedgerError::from)?;
         }
         Ok(())
     }
@@ -146,7 +144,7 @@ fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocati
         Some(ledger::lock(&ctx.config.state_dir)?)
     };
     let mut view = match &locked {
-        Some(locked) => locked.ledger.clone(),
+        Some(locked) => locked.data.clone(),
         None => peek(ctx)?,
     };
     for (device, stale) in view.reclaim(Holder::is_live) {
@@ -177,7 +175,7 @@ fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocati
         view.pick(kind, None, &named, Count::All, gpu.sharing)?
     };
     if let Some(locked) = &mut locked {
-        locked.ledger = view;
+        locked.data = view;
     }
     Ok(Allocation {
         devices,
