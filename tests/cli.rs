@@ -4,14 +4,9 @@
 mod common;
 
 use std::fs;
-use std::io::{IoSliceMut, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixListener;
-use std::time::Duration;
 
-use common::{Bundle, Runtime, cdirun_bin, text, unique_id};
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use common::{Bundle, ConsoleSocket, Runtime, cdirun_bin, read_pty_until, text, unique_id};
 use serde_json::Value;
 
 #[test]
@@ -196,58 +191,13 @@ fn console_socket_receives_the_pty_master() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sh", "-c", "tty; echo over-the-pty"]);
     bundle.edit(|spec| spec["process"]["terminal"] = Value::Bool(true));
-    let socket_dir = tempfile::tempdir().unwrap();
-    let socket = socket_dir.path().join("console.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let receiver = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut name = [0u8; 256];
-        let mut iov = [IoSliceMut::new(&mut name)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        use std::os::fd::AsRawFd;
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::empty(),
-        )
-        .unwrap();
-        let fd = msg
-            .cmsgs()
-            .unwrap()
-            .find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                _ => None,
-            })
-            .expect("no fd passed over the console socket");
-        // SAFETY: the fd was just received via SCM_RIGHTS and is owned by nobody else.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    });
+    let mut console = ConsoleSocket::listen();
     let id = unique_id("tty");
-    let (ok, err) = rt.create(
-        &bundle,
-        &id,
-        &["--console-socket", socket.to_str().unwrap()],
-    );
+    let (ok, err) = rt.create(&bundle, &id, &["--console-socket", &console.path()]);
     assert!(ok, "{err}");
-    let master = receiver.join().unwrap();
+    let mut master = console.master();
     rt.ok(&["start", &id]);
-    let mut master = fs::File::from(master);
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen).contains("over-the-pty") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pty said: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        match master.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
-    let seen = String::from_utf8_lossy(&seen);
+    let seen = read_pty_until(&mut master, "over-the-pty");
     assert!(
         seen.contains("/dev/pts/") || seen.contains("/dev/console"),
         "{seen}"
@@ -255,6 +205,51 @@ fn console_socket_receives_the_pty_master() {
     assert!(seen.contains("over-the-pty"), "{seen}");
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
+/// podman's `exec -t`: a process.json with a terminal, the pty master over --console-socket.
+#[test]
+fn exec_with_tty_sends_its_pty_over_the_console_socket() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("exectty");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    let process = serde_json::json!({
+        "terminal": true, "user": {"uid": 0, "gid": 0}, "cwd": "/",
+        "env": ["PATH=/bin"], "args": ["sh", "-c", "tty; echo exec-over-the-pty"]
+    });
+    let process_file = bundle.path().join("process.json");
+    fs::write(&process_file, process.to_string()).unwrap();
+    let pid_file = bundle.path().join("exec.pid");
+    let mut console = ConsoleSocket::listen();
+    let out = rt.run(&[
+        "exec",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--process",
+        process_file.to_str().unwrap(),
+        "--detach",
+        "--tty",
+        "--console-socket",
+        &console.path(),
+        &id,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut master = console.master();
+    let seen = read_pty_until(&mut master, "exec-over-the-pty");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+    assert!(seen.contains("exec-over-the-pty"), "{seen}");
+    assert!(
+        fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+            > 0
+    );
+    rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
 

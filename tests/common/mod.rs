@@ -350,3 +350,80 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The receiving end of `--console-socket`: a listener that accepts one connection and takes
+/// the pty master the runtime passes over it (SCM_RIGHTS), as conmon and the shim do.
+pub struct ConsoleSocket {
+    pub dir: tempfile::TempDir,
+    receiver: Option<std::thread::JoinHandle<std::os::fd::OwnedFd>>,
+}
+
+impl ConsoleSocket {
+    pub fn listen() -> Self {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let dir = tempfile::tempdir().unwrap();
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join("console.sock")).unwrap();
+        let receiver = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut name = [0u8; 256];
+            let mut iov = [std::io::IoSliceMut::new(&mut name)];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let msg = nix::sys::socket::recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .unwrap();
+            let fd = msg
+                .cmsgs()
+                .unwrap()
+                .find_map(|c| match c {
+                    nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                })
+                .expect("no fd passed over the console socket");
+            // SAFETY: the fd was just received via SCM_RIGHTS and is owned by nobody else.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        });
+        ConsoleSocket {
+            dir,
+            receiver: Some(receiver),
+        }
+    }
+
+    pub fn path(&self) -> String {
+        self.dir
+            .path()
+            .join("console.sock")
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The pty master, once the runtime has sent it.
+    pub fn master(&mut self) -> fs::File {
+        fs::File::from(
+            self.receiver
+                .take()
+                .expect("master taken twice")
+                .join()
+                .unwrap(),
+        )
+    }
+}
+
+/// Reads `master` until its output contains `want` (or it closes, or 10 s pass); returns it all.
+pub fn read_pty_until(master: &mut fs::File, want: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains(want) && Instant::now() < deadline {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
