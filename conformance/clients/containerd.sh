@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # containerd 1.6's runc.v2 shim driving cdirun end to end: a private containerd (its own config,
-# root, state and socket under a temp dir, stopped by PID afterwards) and `ctr run --runc-binary`,
-# which sets the same runc options (BinaryName, Root) that a CRI runtime handler sets.
+# root, state and socket under a temp dir, stopped by PID afterwards), driven two ways:
+#  - `ctr run --runc-binary`, which hands the shim the runc options BinaryName and Root;
+#  - the CRI plugin's runtime handler "cdirun" (runtime_type io.containerd.runc.v2 with options
+#    BinaryName and Root, container_annotations = ["cdi.k8s.io/*"]), driven through gRPC by
+#    cri/cri.py as kubelet would (no crictl package on Debian 12).
 #
 #   CDIRUN_BIN=target/release/cdirun conformance/clients/containerd.sh
 #
@@ -22,19 +25,28 @@ work=$(mktemp -d /tmp/cdirun-containerd.XXXXXX)
 ns=cdirun-e2e
 host_paths+=(/run/containerd /var/lib/containerd /opt/containerd)
 remember_host
-remember_cgroups "$ns"
+remember_cgroups "$ns" kubepods k8s.io
 containerd_pid=
 ctr=(timeout 120 ctr --address "$work/containerd.sock" --namespace "$ns")
+ctr_k8s=(timeout 120 ctr --address "$work/containerd.sock" --namespace k8s.io)
+cri=(timeout 120 env CRI_PB_DIR="$work/cri-pb" /usr/bin/python3 "$repo/conformance/clients/cri/cri.py"
+  "$work/containerd.sock")
 
 # stop_containerd: removes every task and container of the namespace (so their shims exit), then
 # stops containerd by its PID, and any shim of this containerd that is still there by its PID.
 stop_containerd() {
   [ -n "$containerd_pid" ] || return 0
   local id shim
-  for id in $("${ctr[@]}" containers list --quiet 2>/dev/null); do
-    "${ctr[@]}" task kill --all --signal KILL "$id" >/dev/null 2>&1 || true
-    "${ctr[@]}" task delete --force "$id" >/dev/null 2>&1 || true
-    "${ctr[@]}" containers delete "$id" >/dev/null 2>&1 || true
+  for id in $("${ctr_k8s[@]}" containers list --quiet 2>/dev/null); do
+    "${cri[@]}" rmp "$id" >/dev/null 2>&1 || "${cri[@]}" rm "$id" >/dev/null 2>&1 || true
+  done
+  for ctl in ctr ctr_k8s; do
+    local -n c=$ctl
+    for id in $("${c[@]}" containers list --quiet 2>/dev/null); do
+      "${c[@]}" task kill --all --signal KILL "$id" >/dev/null 2>&1 || true
+      "${c[@]}" task delete --force "$id" >/dev/null 2>&1 || true
+      "${c[@]}" containers delete "$id" >/dev/null 2>&1 || true
+    done
   done
   kill "$containerd_pid" 2>/dev/null || true
   wait "$containerd_pid" 2>/dev/null || true
@@ -56,7 +68,8 @@ trap cleanup EXIT
 # --- an image without a registry: rootfs tar -> podman import -> podman save -> ctr import -----
 image=localhost/busybox:cdirun
 read -ra podman_cmd < <(podman_store "$work/podman" </dev/null)
-import_busybox "${podman_cmd[@]}" -- "$image" "$work"
+# Its command is what the CRI plugin runs as each pod's sandbox ("pause") container.
+import_busybox "${podman_cmd[@]}" -- "$image" "$work" '["/bin/sleep", "2147483647"]'
 "${podman_cmd[@]}" save --quiet --format oci-archive --output "$work/busybox.tar" "$image"
 podman_wipe "$work/podman" "${podman_cmd[@]}"
 rm -rf "$work/podman"
@@ -107,6 +120,8 @@ if ! wait_for 30 "${ctr[@]}" version; then
 fi
 ok "containerd starts with a private config, root, state and socket"
 check "ctr images import (podman save oci-archive)" "${ctr[@]}" images import "$work/busybox.tar"
+# CRI keeps its images in the k8s.io namespace.
+check "ctr images import into k8s.io for CRI" "${ctr_k8s[@]}" images import "$work/busybox.tar"
 
 # run_args: how every ctr run here picks cdirun (the shim's BinaryName and Root options).
 runtime=(--runtime io.containerd.runc.v2 --runc-binary "$cdirun" --runc-root "$work/cdirun-root"
@@ -202,6 +217,69 @@ check_fails_with "failing create: cdirun's message in ctr's error output" \
 check_output "failing create leaves no task and no cdirun state" "" bash -c '
   "$@" task list --quiet; ls '"$work/cdirun-root/$ns"' 2>/dev/null' _ "${ctr[@]}"
 "${ctr[@]}" containers delete cdi2 >/dev/null 2>&1 || true
+
+# --- CRI: the runtime handler "cdirun" (BinaryName, Root, container_annotations) ----------------
+mkdir -p "$work/cri-pb" "$work/pod-logs"
+protoc --proto_path="$repo/conformance/clients/cri" --python_out="$work/cri-pb" runtime_subset.proto
+cri_root=$work/cdirun-cri-root/k8s.io
+cri_checks() {
+if pod=$("${cri[@]}" runp pod1 "$work/pod-logs" cdirun 2>&1) && [[ $pod =~ ^[0-9a-f]{64}$ ]]; then
+  ok "RunPodSandbox with runtime_handler cdirun"
+else
+  fail "RunPodSandbox with runtime_handler cdirun" "$pod"
+  return
+fi
+check "the sandbox's state is in the handler's Root (BinaryName ran)" test -f "$cri_root/$pod/state.json"
+if cid=$("${cri[@]}" create "$pod" pod1 "$work/pod-logs" app "$image" \
+  -a cdi.k8s.io/test=test.cdirun.dev/accel=accel0 -a io.example/unlisted=dropped -- sleep 1000 2>&1) &&
+  [[ $cid =~ ^[0-9a-f]{64}$ ]]; then
+  ok "CreateContainer"
+else
+  fail "CreateContainer" "$cid"
+  return
+fi
+check "StartContainer" "${cri[@]}" start "$cid"
+check_output "ContainerStatus: RUNNING" "CONTAINER_RUNNING 0" "${cri[@]}" status "$cid"
+check_output "container_annotations: the listed annotation reaches config.json, the unlisted not" \
+  "test.cdirun.dev/accel=accel0 null" \
+  jq -r '"\(.annotations["cdi.k8s.io/test"]) \(.annotations["io.example/unlisted"])"' "$work/state/io.containerd.runtime.v2.task/k8s.io/$cid/config.json"
+cri_pid=$(CDIRUN_CONFIG=$work/cdirun.toml "$cdirun" --root "$cri_root" state "$cid" | jq -r .pid)
+cri_cg=$(awk -F: '$2 == "pids" {print $3}' "/proc/$cri_pid/cgroup")
+check_output "kubelet's cgroup_parent nested under workload.slice" \
+  "/workload.slice/kubepods/burstable/podpod1-uid/$cid" echo "$cri_cg"
+# The CDI spec's env goes into config.json's process, the init's: an exec'd process gets the
+# env the client sends (CRI builds it from its own copy of the spec), as with runc.
+check "the CDI spec's env in the container's init" \
+  grep -qz '^ACCEL_DRIVER=test-1.0$' "/proc/$cri_pid/environ"
+check_output "ExecSync: the CDI device requested by annotation" "$node_probe_want" \
+  "${cri[@]}" exec "$cid" sh -c "$node_probe"
+check_output "ExecSync: exit status" "5" bash -c '"$@" exec '"$cid"' sh -c "exit 5"; echo $?' _ "${cri[@]}"
+# UpdateContainerResources: the shim runs `cdirun update --resources -` with JSON on stdin.
+check "UpdateContainerResources (update --resources - on stdin)" \
+  "${cri[@]}" update "$cid" 67108864 512
+check_output "update: limits in the container's cgroup" "67108864 512" bash -c \
+  'echo "$(cat /sys/fs/cgroup/memory'"$cri_cg"'/memory.limit_in_bytes) $(cat /sys/fs/cgroup/cpu'"$cri_cg"'/cpu.shares)"'
+check "ContainerStats: memory and CPU from the nested cgroup" bash -c '
+  read -r mem cpu < <("$@" stats '"$cid"') || exit 1
+  ((mem > 0 && cpu > 0)) || { echo "stats: working set $mem, cpu $cpu"; exit 1; }' _ "${cri[@]}"
+check "StopContainer" "${cri[@]}" stop "$cid" 2
+# The container shares the pod's pid namespace, so sleep is not its init and SIGTERM ends it.
+check_output "ContainerStatus: EXITED by SIGTERM" "CONTAINER_EXITED 143" \
+  "${cri[@]}" status "$cid"
+check "RemoveContainer" "${cri[@]}" rm "$cid"
+check_output "removed: no cdirun state, no cgroup" "" bash -c '
+  ls '"$cri_root/$cid"' 2>/dev/null; find /sys/fs/cgroup -maxdepth 6 -path "*/kubepods/*/'"$cid"'"'
+bad=$("${cri[@]}" create "$pod" pod1 "$work/pod-logs" bad "$image" \
+  -a cdi.k8s.io/test=test.cdirun.dev/accel=nosuch -- true 2>&1) || true
+check_fails_with "failing create: cdirun's message in the CRI error (StartContainer)" \
+  'unresolvable CDI devices test\.cdirun\.dev/accel=nosuch \(annotation cdi\.k8s\.io/test\)' \
+  "${cri[@]}" start "$bad"
+"${cri[@]}" rm "$bad" >/dev/null 2>&1 || true
+check "StopPodSandbox" "${cri[@]}" stopp "$pod"
+check "RemovePodSandbox" "${cri[@]}" rmp "$pod"
+check_output "pod removed: nothing left in the handler's Root" "" ls "$cri_root"
+}
+cri_checks
 
 # --- hygiene --------------------------------------------------------------------------------------
 stop_containerd

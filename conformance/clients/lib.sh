@@ -143,12 +143,15 @@ YAML
 
 # The shell command a container runs to prove it got the device: the node exists with the right
 # numbers, and writing to it fails with ENXIO (no driver behind 195:254), not EPERM, which shows
-# the device cgroup lets the container use it.
+# the device cgroup lets the container use it. device_probe also prints the spec's env.
 # shellcheck disable=SC2016
-device_probe='ls -l /dev/accel0 | awk "{print \$1, \$5, \$6}"; echo "$ACCEL_DRIVER"; echo x 2>&1 >/dev/accel0 | grep -o "No such device or address"'
-device_probe_want='crw-r--r-- 195, 254
-test-1.0
+node_probe='ls -l /dev/accel0 | awk "{print \$1, \$5, \$6}"; echo x 2>&1 >/dev/accel0 | grep -o "No such device or address"'
+node_probe_want='crw-r--r-- 195, 254
 No such device or address'
+# shellcheck disable=SC2016
+device_probe="$node_probe"'; echo "$ACCEL_DRIVER"'
+device_probe_want="$node_probe_want
+test-1.0"
 
 # podman_store DIR: podman's command line with every piece of its state under DIR. Writes
 # DIR/containers.conf and DIR/storage.conf and prints the podman command to use (with env).
@@ -201,18 +204,18 @@ podman_wipe() {
   done
 }
 
-# import_busybox PODMAN... -- TAG DIR: a busybox image in podman's store from a rootfs tar
-# (podman import), with /bin/sh as its command.
+# import_busybox PODMAN... -- TAG DIR [CMD_JSON]: a busybox image in podman's store from a rootfs
+# tar (podman import), with CMD_JSON (default ["/bin/sh"]) as its command and PATH set.
 import_busybox() {
-  local args=() tag dir
+  local args=() tag dir cmd
   while [ "$1" != -- ]; do
     args+=("$1")
     shift
   done
-  tag=$2 dir=$3
+  tag=$2 dir=$3 cmd=${4:-'["/bin/sh"]'}
   make_rootfs "$dir/rootfs"
   tar -C "$dir/rootfs" -cf "$dir/rootfs.tar" .
-  "${args[@]}" import --quiet --change 'CMD ["/bin/sh"]' "$dir/rootfs.tar" "$tag" >/dev/null
+  "${args[@]}" import --quiet --change "CMD $cmd" --change "ENV PATH=/bin" "$dir/rootfs.tar" "$tag" >/dev/null
   rm -rf "$dir/rootfs" "$dir/rootfs.tar"
 }
 
