@@ -81,6 +81,14 @@ check "run -d" "${by_name[@]}" run -d --name long "$image" sleep 1000
 check_output "inspect: running" "running" "${by_name[@]}" inspect --format '{{.State.Status}}' long
 check_output "exec: output and exit status" "in-exec
 4" bash -c '"$@" exec long sh -c "echo in-exec; exit 4"; echo $?' _ "${by_name[@]}"
+# podman reads runc's words in the runtime's error to give a shell's statuses: 127 for a command
+# that does not exist, 126 for one that cannot be executed.
+check_output "exec of a missing command: status 127" "127" \
+  bash -c '"$@" exec long /nonexistent 2>/dev/null; echo $?' _ "${by_name[@]}"
+check_output "exec of a command not in PATH: status 127" "127" \
+  bash -c '"$@" exec long no-such-command 2>/dev/null; echo $?' _ "${by_name[@]}"
+check_output "exec of a non-executable file: status 126" "126" \
+  bash -c '"$@" exec long /etc/passwd 2>/dev/null; echo $?' _ "${by_name[@]}"
 check_output "exec -t: a terminal for the exec'd process" "/dev/pts/0" \
   "${by_name[@]}" exec -t long tty
 check_output "exec -i: stdin reaches the process" "from-stdin" \
