@@ -51,7 +51,7 @@ stop_containerd() {
   kill "$containerd_pid" 2>/dev/null || true
   wait "$containerd_pid" 2>/dev/null || true
   containerd_pid=
-  for shim in $(pgrep -f "containerd-shim-runc-v2 .*-address $work/containerd.sock" || true); do
+  for shim in $(client_pids "$work/containerd.sock"); do
     kill -KILL "$shim" 2>/dev/null || true
   done
 }
@@ -283,8 +283,7 @@ cri_checks
 
 # --- hygiene --------------------------------------------------------------------------------------
 stop_containerd
-check_output "containerd and its shims stopped" "" \
-  bash -c 'pgrep -af "[c]ontainerd.*'"$work"'" || true'
+check_output "containerd and its shims stopped" "" clients_gone "$work"
 check_output "no mounts left under the temp dir" "" bash -c 'awk -v dir='"$work"' '\''index($5, dir) == 1 {print $5}'\'' /proc/self/mountinfo'
 
 summary

@@ -111,14 +111,21 @@ remember_cgroups() {
   done < <(cgroup_candidates)
 }
 forget_cgroups() {
-  local dir sub
-  while read -r dir; do
-    [ -n "${cgroup_had[$dir]:-}" ] && continue
-    # Deepest first; rmdir refuses a cgroup that still has processes or children.
-    while read -r sub; do
-      rmdir "$sub" 2>/dev/null || true
-    done < <(find "$dir" -depth -type d 2>/dev/null)
-  done < <(cgroup_candidates)
+  local dir sub left deadline=$((SECONDS + 10))
+  # A client process that just exited may not be reaped yet, which keeps its cgroup busy: retry.
+  while :; do
+    left=0
+    while read -r dir; do
+      [ -n "${cgroup_had[$dir]:-}" ] && continue
+      # Deepest first; rmdir refuses a cgroup that still has processes or children.
+      while read -r sub; do
+        rmdir "$sub" 2>/dev/null || true
+      done < <(find "$dir" -depth -type d 2>/dev/null)
+      [ -d "$dir" ] && left=1
+    done < <(cgroup_candidates)
+    ((left && SECONDS < deadline)) || break
+    sleep 0.2
+  done
 }
 
 # write_cdi_spec DIR DEVICE_NODE: a CDI spec for kind test.cdirun.dev/accel with one device,
@@ -191,14 +198,37 @@ CONF
     "podman --root $dir/root --runroot $dir/runroot"
 }
 
+# client_pids DIR: PIDs of client processes (podman, conmon, containerd, its shims) whose command
+# line names DIR, i.e. those a suite started with its temp dir.
+client_pids() {
+  local pid name
+  # By name (a process name is at most 15 characters: containerd-shim-runc-v2 is containerd-shim).
+  for pid in $(for name in podman conmon containerd containerd-shim; do pgrep -x "$name"; done); do
+    # The process may be gone by now: then it is not a leftover either.
+    { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$1" && echo "$pid"
+  done
+  return 0
+}
+
+# clients_gone DIR: waits up to 10 s for the client processes of DIR to exit; prints those left.
+clients_gone() {
+  local deadline=$((SECONDS + 10))
+  while [ -n "$(client_pids "$1")" ] && ((SECONDS < deadline)); do
+    sleep 0.1
+  done
+  client_pids "$1"
+}
+
 # podman_wipe DIR PODMAN...: removes every container of the store, waits for the conmon and
 # `podman container cleanup` processes that outlive them (they mount the store again), then
 # unmounts anything still mounted under DIR (the store's own private bind mount).
 podman_wipe() {
-  local dir=$1 mnt
+  local dir=$1 mnt deadline=$((SECONDS + 30))
   shift
   "$@" rm --all --force --time 0 >/dev/null 2>&1 || true
-  wait_for 30 bash -c '! pgrep -f "$1" >/dev/null' _ "(conmon|podman).*$dir" || true
+  while [ -n "$(client_pids "$dir")" ] && ((SECONDS < deadline)); do
+    sleep 0.1
+  done
   mounts_under "$dir" | sort -r | while read -r mnt; do
     umount -l "$mnt" 2>/dev/null || true
   done

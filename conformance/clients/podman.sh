@@ -73,6 +73,9 @@ check "run with an [engine.runtimes] entry: output and nested cgroup" \
     { read -r line; [ "$line" = hello ] && read -r cg && [[ $cg =~ '"$nested"' ]]; }' _ "${by_name[@]}"
 check_output "run: exit status of the container" "3" \
   bash -c '"$@" run --rm '"$image"' sh -c "exit 3"; echo $?' _ "${by_name[@]}"
+check_output "run --memory --pids-limit: limits set at create" "33554432 50" \
+  "${by_name[@]}" run --rm --memory 32m --pids-limit 50 "$image" \
+  sh -c 'echo "$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) $(cat /sys/fs/cgroup/pids/pids.max)"'
 check_output "run -t: the container gets a terminal (console socket)" "/dev/pts/0" \
   "${by_path[@]}" run --rm -t "$image" tty
 
@@ -173,6 +176,6 @@ check_output "failing create leaves no container behind" "" "${by_name[@]}" ps -
 # --- hygiene -----------------------------------------------------------------------------------
 check_output "no mounts left under the temp dir" "" bash -c 'mounts_under() {
   awk -v dir="$1" '\''index($5, dir) == 1 {print $5}'\'' /proc/self/mountinfo; }; mounts_under '"$work"
-check_output "no conmon left" "" bash -c 'pgrep -af "[c]onmon.*'"$work"'" || true'
+check_output "no conmon or podman process left" "" clients_gone "$work"
 
 summary
