@@ -100,3 +100,31 @@ fn exec_of_a_missing_command_is_reported_in_runc_words() {
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// Regression: podman's `--tmpfs` and `--read-only` mounts carry runc's `tmpcopyup` option, which
+/// libcontainer passed to the kernel as tmpfs data, failing the create ("failed to prepare
+/// rootfs"). The option is dropped: the container runs with an empty, writable tmpfs there.
+#[test]
+fn tmpfs_with_tmpcopyup_is_mounted() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "grep -q ' /scratch tmpfs ' /proc/mounts && touch /scratch/new && ls -A /scratch",
+    ]);
+    fs::create_dir_all(bundle.path().join("rootfs/scratch")).unwrap();
+    bundle.edit(|spec| {
+        spec["root"]["readonly"] = Value::Bool(true);
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/scratch",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]
+        }));
+    });
+    let id = unique_id("tmpcopyup");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "new\n");
+    rt.assert_gone(&id);
+}

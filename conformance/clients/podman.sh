@@ -76,6 +76,13 @@ check_output "run: exit status of the container" "3" \
 check_output "run --memory --pids-limit: limits set at create" "33554432 50" \
   "${by_name[@]}" run --rm --memory 32m --pids-limit 50 "$image" \
   sh -c 'echo "$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) $(cat /sys/fs/cgroup/pids/pids.max)"'
+# Both carry runc's tmpcopyup mount option, which cdirun drops (the tmpfs starts empty).
+check_output "run --read-only: read-only root, writable tmpfs /tmp" "ro rw" \
+  "${by_name[@]}" run --rm --read-only "$image" \
+  sh -c 'touch /x 2>/dev/null && r=rw || r=ro; touch /tmp/x && t=rw || t=ro; echo "$r $t"'
+check_output "run --tmpfs: a writable tmpfs" "tmpfs rw" \
+  "${by_name[@]}" run --rm --tmpfs /scratch "$image" \
+  sh -c 'echo "$(awk "\$2 == \"/scratch\" {print \$3}" /proc/mounts) $(touch /scratch/x && echo rw)"'
 check_output "run -t: the container gets a terminal (console socket)" "/dev/pts/0" \
   "${by_path[@]}" run --rm -t "$image" tty
 

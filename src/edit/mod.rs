@@ -1,10 +1,11 @@
 //! The create-time edit pipeline: each edit is a small, idempotent change to the OCI spec.
 //!
 //! Order matters and is fixed here: cdi → gpu → mps → hooks → slice (CDI first: later edits see
-//! the injected devices). Edits never touch the
+//! the injected devices), then mount options libcontainer lacks (over every mount, CDI's too). Edits never touch the
 //! filesystem except through paths in [`Context`], so they are unit-tested on temp dirs.
 
 pub mod cdi;
+pub mod mounts;
 pub mod slice;
 
 use libcontainer::oci_spec::runtime::Spec;
@@ -45,7 +46,11 @@ pub trait Edit {
 
 /// The edits in the order they run.
 pub fn pipeline() -> Vec<Box<dyn Edit>> {
-    vec![Box::new(cdi::Cdi), Box::new(slice::Placement)]
+    vec![
+        Box::new(cdi::Cdi),
+        Box::new(slice::Placement),
+        Box::new(mounts::MountOptions),
+    ]
 }
 
 /// Runs every edit over `spec`. On error, the claims already taken are returned with the error
