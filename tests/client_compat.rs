@@ -115,16 +115,39 @@ fn tmpfs_with_tmpcopyup_is_mounted() {
     fs::create_dir_all(bundle.path().join("rootfs/scratch")).unwrap();
     bundle.edit(|spec| {
         spec["root"]["readonly"] = Value::Bool(true);
-        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
-            "destination": "/scratch",
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]
-        }));
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/scratch",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]
+            }));
     });
     let id = unique_id("tmpcopyup");
     let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "new\n");
+    rt.assert_gone(&id);
+}
+
+/// Regression: `ctr run --mount type=tmpfs,dst=/scratch` sends a mount without `source`, which
+/// runc mounts and libcontainer refused ("failed to prepare rootfs").
+#[test]
+fn tmpfs_without_source_is_mounted() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "awk '$2 == \"/scratch\" {print $3}' /proc/mounts"]);
+    bundle.edit(|spec| {
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/scratch",
+            "type": "tmpfs",
+            "options": ["size=1m"]
+        }));
+    });
+    let id = unique_id("nosource");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "tmpfs\n");
     rt.assert_gone(&id);
 }

@@ -151,6 +151,10 @@ check_output "run --rm -t: a terminal through the console socket" "/dev/pts/0" \
   bash -c 'script -qec "$* run --rm --tty '"${runtime[*]}"' '"$image"' tty1 tty" /dev/null |
     grep -o "/dev/pts/[0-9]*"' _ "${ctr[@]}"
 
+check_output "run --mount type=tmpfs (no source) and --read-only" "tmpfs ro" \
+  "${ctr[@]}" run --rm "${runtime[@]}" --read-only --mount type=tmpfs,dst=/scratch,options=size=1m \
+  "$image" tmpfs1 sh -c 'echo "$(awk "\$2 == \"/scratch\" {print \$3}" /proc/mounts) $(touch /x 2>/dev/null && echo rw || echo ro)"'
+
 # --- a long-running task: exec, ps, metrics, pause/resume ---------------------------------------
 check "run -d" "${ctr[@]}" run -d "${runtime[@]}" "$image" long sleep 1000
 check_output "task list: RUNNING" "RUNNING" task_status long

@@ -1,11 +1,13 @@
-//! Mount options that runc and crun act on themselves and libcontainer does not know: left in,
-//! libcontainer hands them to the kernel as mount data and the create fails ("failed to prepare
-//! rootfs"). podman sends `tmpcopyup` on every `--tmpfs` and on the tmpfs mounts of
-//! `--read-only` containers.
+//! Mounts that runc takes and libcontainer refuses with "failed to prepare rootfs":
 //!
-//! `tmpcopyup` asks for the image's files at the mount point to be copied into the new tmpfs.
-//! libcontainer cannot do that, so the option is dropped: the tmpfs starts empty, as with
-//! `notmpcopyup`.
+//! - Options runc and crun act on themselves (`tmpcopyup`): libcontainer hands them to the kernel
+//!   as mount data. podman sends `tmpcopyup` on every `--tmpfs` and on the tmpfs mounts of
+//!   `--read-only` containers. It asks for the image's files at the mount point to be copied into
+//!   the new tmpfs; libcontainer cannot do that, so the option is dropped and the tmpfs starts
+//!   empty, as with `notmpcopyup`.
+//! - A filesystem mount without `source` (`ctr run --mount type=tmpfs,dst=/x`): the source of a
+//!   tmpfs, proc or similar is only a name, so it gets the type's name. A bind mount without a
+//!   source stays an error.
 
 use libcontainer::oci_spec::runtime::Spec;
 
@@ -27,6 +29,9 @@ impl Edit for MountOptions {
             return Ok(Claims::default());
         };
         for mount in mounts.iter_mut() {
+            if mount.source().is_none() && !is_bind(mount) {
+                mount.set_source(mount.typ().as_ref().map(std::path::PathBuf::from));
+            }
             let Some(options) = mount.options() else {
                 continue;
             };
@@ -49,6 +54,15 @@ impl Edit for MountOptions {
         }
         Ok(Claims::default())
     }
+}
+
+fn is_bind(mount: &libcontainer::oci_spec::runtime::Mount) -> bool {
+    mount.typ().as_deref() == Some("bind")
+        || mount
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
 }
 
 #[cfg(test)]
@@ -106,6 +120,44 @@ mod tests {
             // Idempotent: a second pass changes nothing.
             MountOptions.apply(&mut spec, &ctx).unwrap();
             assert_eq!(spec, want_spec, "{name} (again)");
+        }
+    }
+
+    /// Regression: `ctr run --mount type=tmpfs,dst=/x` sends no source; libcontainer refused it.
+    #[test]
+    fn a_filesystem_mount_without_source_gets_its_type_as_source() {
+        let config = Config::default();
+        let ctx = Context {
+            container_id: "c1",
+            systemd_cgroup: false,
+            config: &config,
+        };
+        let sourceless = |typ: &str, options: &[&str]| {
+            let mut m = mount("/x", Some(options));
+            m.set_typ(Some(typ.to_owned()));
+            m.set_source(None);
+            m
+        };
+        let mut with_source = sourceless("tmpfs", &["size=1m"]);
+        with_source.set_source(Some("tmpfs".into()));
+        let cases = [
+            ("tmpfs", sourceless("tmpfs", &["size=1m"]), with_source),
+            (
+                "bind type",
+                sourceless("bind", &["ro"]),
+                sourceless("bind", &["ro"]),
+            ),
+            (
+                "rbind option",
+                sourceless("none", &["rbind"]),
+                sourceless("none", &["rbind"]),
+            ),
+        ];
+        for (name, input, want) in cases {
+            let mut spec = Spec::default();
+            spec.set_mounts(Some(vec![input]));
+            MountOptions.apply(&mut spec, &ctx).unwrap();
+            assert_eq!(spec.mounts().as_ref().unwrap()[0], want, "{name}");
         }
     }
 }
