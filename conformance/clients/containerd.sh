@@ -112,6 +112,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.devmapper", "io.containerd.sna
       BinaryName = "$cdirun"
       Root = "$work/cdirun-cri-root"
 TOML
+# The packaged handler snippet must load: containerd merges it through `imports`.
+cat >"$work/example-check.toml" <<TOML
+version = 2
+root = "$work/example-root"
+state = "$work/example-state"
+imports = ["$repo/packaging/examples/containerd-cdirun.toml"]
+TOML
+check_output "the packaged containerd snippet loads (config dump)" \
+  'BinaryName = "/usr/bin/cdirun" container_annotations = ["cdi.k8s.io/*", "io.cdirun.*"]' \
+  bash -c 'containerd --config "$1" config dump |
+    awk "/^ *\\[/ { on = /runtimes\\.cdirun[].]/ } on" |
+    grep -oE "BinaryName = \"[^\"]*\"|container_annotations = \[[^]]*\]" | sort | xargs -d "\n"' \
+  _ "$work/example-check.toml"
+
 CDIRUN_CONFIG=$work/cdirun.toml containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
 containerd_pid=$!
 if ! wait_for 30 "${ctr[@]}" version; then

@@ -39,12 +39,13 @@ state-dir = "$work/state"
 [cdi]
 spec-dirs = ["$work/cdi"]
 TOML
-read -ra podman_cmd < <(podman_store "$work/podman" <<CONF
-conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CDIRUN_CONFIG=$work/cdirun.toml"]
-
-[engine.runtimes]
-cdirun = ["$cdirun"]
-CONF
+# The [engine.runtimes] entry is the packaged example's, pointed at the binary under test.
+read -ra podman_cmd < <(
+  {
+    echo "conmon_env_vars = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\", \"CDIRUN_CONFIG=$work/cdirun.toml\"]"
+    sed -n '/^\[engine\.runtimes\]/,$p' "$repo/packaging/examples/containers.conf.d-cdirun.conf" |
+      sed "s|\"/usr/bin/cdirun\"|\"$cdirun\"|"
+  } | podman_store "$work/podman"
 )
 # A hung client must fail the suite, not stall it.
 podman_cmd=(timeout 120 "${podman_cmd[@]}")
