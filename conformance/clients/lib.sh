@@ -1,4 +1,4 @@
-# Shared by the client end-to-end suites (podman.sh, containerd.sh): counters and check helpers,
+# Shared by the client end-to-end suites (podman.sh, containerd.sh): counters and check functions,
 # host-hygiene bookkeeping, a CDI test device, and a busybox image built without a registry.
 # Source it after `set -euo pipefail`; it expects `repo` (the repository root) to be set.
 
