@@ -53,11 +53,8 @@ suite cargo-test cargo test --locked --workspace
 # The OCI runtime-tools validation suite (cdirun only; --compare adds runc and crun).
 suite runtime-tools conformance/runtime-tools.sh
 
-# Real clients driving cdirun.
-for script in conformance/clients/*.sh; do
-  [ -x "$script" ] || continue
-  suite "clients-$(basename "$script" .sh)" "$script"
-done
+# Real clients driving cdirun: podman, containerd (ctr and CRI), and the .deb installed.
+suite clients conformance/clients/run.sh
 
 echo "== summary (logs in $logs)"
 if ((${#suites_failed[@]})); then

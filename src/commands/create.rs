@@ -7,7 +7,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 
 use super::Globals;
 use crate::claims::{Claims, Record};
@@ -124,7 +123,7 @@ impl Init<'_> {
             .with_context(|| format!("cannot create root directory {}", globals.root.display()))?;
         let pid_file = self.pid_file.map(super::absolute).transpose()?;
         let container = ContainerBuilder::new(self.id.to_owned(), SyscallType::default())
-            .with_executor(DefaultExecutor {})
+            .with_executor(super::executor::RuncExecutor)
             .with_root_path(&globals.root)?
             .with_pid_file(pid_file)?
             .with_console_socket(self.console_socket)

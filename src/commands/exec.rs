@@ -5,7 +5,6 @@ use anyhow::{Context, Result};
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 use nix::unistd::Pid;
 
 use super::Globals;
@@ -21,7 +20,7 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         None => (None, None),
     };
     let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(super::executor::RuncExecutor)
         .with_root_path(&globals.root)?
         .with_console_socket(args.console_socket.as_ref())
         .with_pid_file(pid_file)?

@@ -6,6 +6,7 @@ pub mod create;
 pub mod delete;
 pub mod events;
 pub mod exec;
+pub mod executor;
 pub mod explain;
 pub mod features;
 pub mod kill;

@@ -1,8 +1,9 @@
 //! The create-time edit pipeline: each edit is a small, idempotent change to the OCI spec.
 //!
-//! Order matters and is fixed here: cdi → gpu → mps → hooks → slice (CDI first: later edits see
-//! the injected devices). Edits never touch the
-//! filesystem except through paths in [`Context`], so they are unit-tested on temp dirs.
+//! Order matters and is fixed here: cdi → gpu → mps → hooks → slice → mounts. CDI goes first so
+//! later edits see the injected devices; the mount fix-ups go last so they cover every mount,
+//! CDI's too. Edits never touch the filesystem except through paths in [`Context`], so they are
+//! unit-tested on temp dirs.
 //!
 //! The GPU edit chooses devices only after the CDI edit, and injects its choice through the CDI
 //! module itself ([`cdi::inject`]): the choice depends on the node-wide ledger, which the pure
@@ -12,6 +13,7 @@
 pub mod cdi;
 pub mod gpu;
 pub mod hooks;
+pub mod mounts;
 pub mod mps;
 pub mod slice;
 
@@ -102,6 +104,7 @@ pub fn pipeline() -> Vec<Box<dyn Edit>> {
         Box::new(mps::Mps),
         Box::new(hooks::HooksD),
         Box::new(slice::Placement),
+        Box::new(mounts::MountOptions),
     ]
 }
 

@@ -1,0 +1,156 @@
+//! The workload executor for create and exec: libcontainer's, with runc's check of the command.
+//!
+//! Clients read meaning into the runtime's error text: podman turns "no such file or directory" or
+//! "executable file not found in" into exit status 127 and "permission denied" into 126, as a
+//! shell does. libcontainer's own check words these differently, refuses any command when the
+//! process has no PATH (runc runs an absolute path without one), and wants the others-execute bit
+//! (runc wants any execute bit). This check follows runc (Go's exec.LookPath) in both.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+#[derive(Clone, Default)]
+pub struct RuncExecutor;
+
+impl Executor for RuncExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        DefaultExecutor {}.exec(spec)
+    }
+
+    /// Runs in the container's init after pivot_root, with the container's view of the files.
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        let process = spec.process().as_ref().ok_or_else(|| {
+            ExecutorValidationError::ArgValidationError("the spec has no process".into())
+        })?;
+        let Some(command) = process.args().as_ref().and_then(|args| args.first()) else {
+            return Err(ExecutorValidationError::ArgValidationError(
+                "the process has no args: nothing to run".into(),
+            ));
+        };
+        let path_var = process
+            .env()
+            .iter()
+            .flatten()
+            .find_map(|entry| entry.strip_prefix("PATH="))
+            .unwrap_or("");
+        look_path(command, path_var).map_err(ExecutorValidationError::ArgValidationError)
+    }
+}
+
+/// Finds `name` as Go's exec.LookPath does (which runc uses), with its error messages.
+pub fn look_path(name: &str, path_var: &str) -> Result<(), String> {
+    if name.contains('/') {
+        return executable(Path::new(name)).map_err(|cause| format!("exec: {name:?}: {cause}"));
+    }
+    // Go: an empty PATH has no entries; an empty entry is the current directory.
+    let found = path_var
+        .split(':')
+        .filter(|_| !path_var.is_empty())
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
+        .any(|candidate| executable(&candidate).is_ok());
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "exec: {name:?}: executable file not found in $PATH"
+        ))
+    }
+}
+
+/// A regular file (after links) with any execute bit, else the reason in Go's words.
+fn executable(path: &Path) -> Result<(), String> {
+    let metadata = std::fs::metadata(path).map_err(|err| {
+        let reason = err
+            .raw_os_error()
+            .map(|code| nix::errno::Errno::from_raw(code).desc().to_lowercase())
+            .unwrap_or_else(|| err.to_string());
+        format!("stat {}: {reason}", path.display())
+    })?;
+    if metadata.is_dir() || metadata.permissions().mode() & 0o111 == 0 {
+        return Err("permission denied".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn file(dir: &Path, name: &str, mode: u32) {
+        let path = dir.join(name);
+        fs::write(&path, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn look_path_words_errors_as_runc_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        file(d, "owner-only", 0o700);
+        file(d, "plain", 0o644);
+        let path_var = d.to_str().unwrap();
+        let abs = |name: &str| d.join(name).to_str().unwrap().to_owned();
+        let cases: Vec<(&str, String, &str, Result<(), String>)> = vec![
+            (
+                "absolute, owner-execute only",
+                abs("owner-only"),
+                "",
+                Ok(()),
+            ),
+            (
+                "relative found in PATH",
+                "owner-only".into(),
+                path_var,
+                Ok(()),
+            ),
+            (
+                "absolute missing",
+                abs("missing"),
+                path_var,
+                Err(format!(
+                    "exec: {:?}: stat {}: no such file or directory",
+                    abs("missing"),
+                    abs("missing")
+                )),
+            ),
+            (
+                "absolute not executable",
+                abs("plain"),
+                path_var,
+                Err(format!("exec: {:?}: permission denied", abs("plain"))),
+            ),
+            (
+                "a directory",
+                path_var.to_owned(),
+                path_var,
+                Err(format!("exec: {path_var:?}: permission denied")),
+            ),
+            (
+                "relative not in PATH",
+                "missing".into(),
+                path_var,
+                Err("exec: \"missing\": executable file not found in $PATH".into()),
+            ),
+            (
+                "relative, not executable",
+                "plain".into(),
+                path_var,
+                Err("exec: \"plain\": executable file not found in $PATH".into()),
+            ),
+            (
+                "relative without PATH",
+                "owner-only".into(),
+                "",
+                Err("exec: \"owner-only\": executable file not found in $PATH".into()),
+            ),
+        ];
+        for (name, command, path_var, want) in cases {
+            assert_eq!(look_path(&command, path_var), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! What real clients read from cdirun beyond exit statuses: the wording of a command that cannot
+//! be run. podman maps runc's "no such file or directory" / "executable file not found in" to exit
+//! status 127 and "permission denied" to 126; the checks here pin runc's words and runc's rules
+//! (an absolute command needs no PATH; any execute bit will do).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Bundle, Runtime, text, unique_id};
+use serde_json::Value;
+
+/// Runs a bundle whose process is `args`; returns (exit code, stderr).
+fn run(rt: &Runtime, bundle: &Bundle, prefix: &str) -> (Option<i32>, String) {
+    let id = unique_id(prefix);
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    rt.assert_gone(&id);
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn missing_absolute_command_is_reported_in_runc_words() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["/nonexistent"]);
+    let (code, stderr) = run(&rt, &bundle, "enoent");
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains(r#"exec: "/nonexistent": stat /nonexistent: no such file or directory"#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn command_not_in_path_is_reported_in_runc_words() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["no-such-command"]);
+    let (code, stderr) = run(&rt, &bundle, "notfound");
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains(r#"exec: "no-such-command": executable file not found in $PATH"#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn non_executable_command_is_permission_denied() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["/etc/passwd"]);
+    let (code, stderr) = run(&rt, &bundle, "eacces");
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains(r#"exec: "/etc/passwd": permission denied"#),
+        "{stderr}"
+    );
+}
+
+/// Regression: libcontainer refused every command of a process without PATH (images without an
+/// Env, some CRI sandboxes); runc runs an absolute path without one.
+#[test]
+fn absolute_command_runs_without_path() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["/bin/sh", "-c", "exit 7"]);
+    bundle.edit(|spec| {
+        spec["process"]["env"] = Value::Array(vec!["TERM=xterm".into()]);
+    });
+    let (code, stderr) = run(&rt, &bundle, "nopath");
+    assert_eq!(code, Some(7), "{stderr}");
+}
+
+/// Regression: libcontainer wanted the others-execute bit; runc runs an owner-only executable.
+#[test]
+fn owner_only_executable_runs() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["/bin/mine"]);
+    let script = bundle.path().join("rootfs/bin/mine");
+    fs::write(&script, "#!/bin/sh\nexit 6\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, stderr) = run(&rt, &bundle, "owner");
+    assert_eq!(code, Some(6), "{stderr}");
+}
+
+#[test]
+fn exec_of_a_missing_command_is_reported_in_runc_words() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("execmiss");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    let stderr = rt.fails(&["exec", &id, "/nonexistent"]);
+    assert!(
+        stderr.contains(r#"exec: "/nonexistent": stat /nonexistent: no such file or directory"#),
+        "{stderr}"
+    );
+    let stderr = rt.fails(&["exec", &id, "no-such-command"]);
+    assert!(
+        stderr.contains("executable file not found in $PATH"),
+        "{stderr}"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// Regression: podman's `--tmpfs` and `--read-only` mounts carry runc's `tmpcopyup` option, which
+/// libcontainer passed to the kernel as tmpfs data, failing the create ("failed to prepare
+/// rootfs"). The option is dropped: the container runs with an empty, writable tmpfs there.
+#[test]
+fn tmpfs_with_tmpcopyup_is_mounted() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "grep -q ' /scratch tmpfs ' /proc/mounts && touch /scratch/new && ls -A /scratch",
+    ]);
+    fs::create_dir_all(bundle.path().join("rootfs/scratch")).unwrap();
+    bundle.edit(|spec| {
+        spec["root"]["readonly"] = Value::Bool(true);
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/scratch",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]
+            }));
+    });
+    let id = unique_id("tmpcopyup");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "new\n");
+    rt.assert_gone(&id);
+}
+
+/// Regression: `ctr run --mount type=tmpfs,dst=/scratch` sends a mount without `source`, which
+/// runc mounts and libcontainer refused ("failed to prepare rootfs").
+#[test]
+fn tmpfs_without_source_is_mounted() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "awk '$2 == \"/scratch\" {print $3}' /proc/mounts",
+    ]);
+    bundle.edit(|spec| {
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/scratch",
+                "type": "tmpfs",
+                "options": ["size=1m"]
+            }));
+    });
+    let id = unique_id("nosource");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "tmpfs\n");
+    rt.assert_gone(&id);
+}
