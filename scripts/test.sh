@@ -2,7 +2,8 @@
 # Runs every test suite on this machine, as root, with real containers: the Rust unit and
 # integration tests, then the suites under conformance/. Installs what the suites need first,
 # builds the release binary once and hands it to every suite through CDIRUN_BIN.
-# Prints each suite's result and, last, "N passed, N failed" over all of them.
+# Prints each suite's result and, last, "N passed, N failed, N skipped" over all of them (the
+# skipped are conformance programs listed in conformance/expected-failures with their reasons).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -15,21 +16,24 @@ export CDIRUN_BIN=$PWD/target/release/cdirun
 
 passed=0
 failed=0
+skipped=0
 suites_failed=()
 logs=$(mktemp -d /tmp/cdirun-test-logs.XXXXXX)
 
-# add_counts LOG: adds the "N passed, N failed" counts of every result line in LOG.
+# add_counts LOG: adds up cargo's "test result:" lines in LOG or, for the other suites, their
+# closing "N passed, N failed[, N skipped]" line.
 add_counts() {
-  local p f
-  read -r p f < <(grep -E '^test result: ' "$1" |
-    sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/' |
-    awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+  local p f s
+  read -r p f s < <(grep -E '^test result: ' "$1" |
+    sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/' |
+    awk '{p += $1; f += $2; s += $3} END {print p + 0, f + 0, s + 0}')
   if [ "$p" = 0 ] && [ "$f" = 0 ]; then
-    read -r p f < <(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 |
-      sed -E 's/^([A-Za-z]+: )?([0-9]+) passed, ([0-9]+) failed.*/\2 \3/')
+    read -r p f s < <(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 |
+      sed -E 's/^([A-Za-z]+: )?([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?.*/\2 \3 \5/')
   fi
   passed=$((passed + ${p:-0}))
   failed=$((failed + ${f:-0}))
+  skipped=$((skipped + ${s:-0}))
 }
 
 # suite NAME CMD...: runs one suite, keeps its log, counts its results.
@@ -60,5 +64,5 @@ echo "== summary (logs in $logs)"
 if ((${#suites_failed[@]})); then
   echo "failed suites: ${suites_failed[*]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ] && ((${#suites_failed[@]} == 0))
