@@ -495,3 +495,28 @@ fn containers_from_one_bundle_get_their_own_cgroups() {
         failing_config
     );
 }
+
+/// libcontainer never applied `disableOOMKiller`; cdirun writes it to the v1 memory controller.
+#[test]
+fn disable_oom_killer_reaches_the_memory_cgroup() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| {
+        spec["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 67108864, "disableOOMKiller": true});
+    });
+    let id = unique_id("oom");
+    rt.created(&bundle, &id);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let control = fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory{}/memory.oom_control",
+        cgroup_of(pid, "memory")
+    ))
+    .unwrap();
+    assert!(
+        control.lines().any(|l| l == "oom_kill_disable 1"),
+        "{control}"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}

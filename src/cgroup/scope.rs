@@ -253,6 +253,16 @@ impl<'a> Scope<'a> {
         Ok(())
     }
 
+    /// Turns the kernel's OOM killer off for the cgroup (`linux.resources.disableOOMKiller`).
+    /// Only cgroup v1 has the switch (memory.oom_control); on v2 this does nothing, as in runc
+    /// and crun.
+    pub fn disable_oom_killer(&self) -> Result<(), ScopeError> {
+        match self.v1_dir("memory") {
+            Some(dir) => write(&dir.join("memory.oom_control"), "1"),
+            None => Ok(()),
+        }
+    }
+
     /// Memory in use and its limit, CPU time used, and the number of processes. Each figure
     /// comes from the v1 controller when one is mounted, else from cgroup v2.
     pub fn metrics(&self) -> Result<Metrics, ScopeError> {

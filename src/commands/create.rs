@@ -83,6 +83,7 @@ impl Init<'_> {
             .and_then(|mut container| {
                 let finished = placement
                     .place_init(&container)
+                    .and_then(|()| placement.apply_oom_setting(&spec))
                     .and_then(|()| Ok(record.save(&container_dir)?));
                 match finished {
                     Ok(()) => Ok(container),
@@ -215,6 +216,32 @@ impl Placement {
         cgroup::Scope::new(&self.hierarchies, scope.clone())
             .add_process(pid.as_raw(), &targets)
             .with_context(|| format!("cannot place the init process {pid} in cgroup {scope}"))
+    }
+}
+
+impl Placement {
+    /// libcontainer 0.7 never applies `linux.resources.memory.disableOOMKiller` (it hard-codes the
+    /// setting off when it creates the cgroup), so cdirun sets it after the build.
+    fn apply_oom_setting(&self, spec: &libcontainer::oci_spec::runtime::Spec) -> Result<()> {
+        let Some(linux) = spec.linux() else {
+            return Ok(());
+        };
+        let disabled = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.disable_oom_killer())
+            .unwrap_or(false);
+        let path = match (disabled, &self.scope, linux.cgroups_path()) {
+            (false, _, _) => return Ok(()),
+            (true, Some(scope), _) => scope.clone(),
+            // cgroupfs paths only: with systemd, the unit's cgroup is not a path to write to.
+            (true, None, Some(path)) if path.is_absolute() => cgroup_path(path)?,
+            (true, None, _) => return Ok(()),
+        };
+        cgroup::Scope::new(&self.hierarchies, path.clone())
+            .disable_oom_killer()
+            .with_context(|| format!("cannot disable the OOM killer of cgroup {path}"))
     }
 }
 
