@@ -18,7 +18,8 @@ passed=0
 failed=0
 skipped=0
 suites_failed=()
-logs=$(mktemp -d /tmp/cdirun-test-logs.XXXXXX)
+logs=$PWD/target/test-logs
+rm -rf "$logs" && mkdir -p "$logs"
 
 # add_counts LOG: adds up cargo's "test result:" lines in LOG or, for the other suites, their
 # closing "N passed, N failed[, N skipped]" line.
