@@ -27,15 +27,31 @@ work=$(mktemp -d /tmp/cdirun-bench.XXXXXX)
 runtimes=(cdirun runc crun)
 declare -A bin=([cdirun]=$cdirun [runc]=$(command -v runc) [crun]=$(command -v crun))
 
+# Every container id this script uses starts with "b-".
 cleanup() {
+  trap - EXIT INT TERM HUP
   for rt in "${runtimes[@]}"; do
-    for id in $("${bin[$rt]}" --root "$work/root-$rt" list -q 2>/dev/null); do
-      "${bin[$rt]}" --root "$work/root-$rt" delete --force "$id" >/dev/null 2>&1 || true
+    # Every entry of the root, not only what `list` shows: an interrupted create may have left
+    # a state dir without a state file, which delete --force also removes.
+    for dir in "$work/root-$rt"/b-*; do
+      [ -e "$dir" ] || continue
+      "${bin[$rt]}" --root "$work/root-$rt" delete --force "$(basename "$dir")" >/dev/null 2>&1 || true
     done
+  done
+  # Cgroups of a container whose create was cut short, in every mounted hierarchy.
+  local mnt left
+  for mnt in $(findmnt -n -l -t cgroup,cgroup2 -o TARGET); do
+    left=$(find "$mnt" -xdev -mindepth 1 -depth -type d \( -name b-run -o -name b-life -o -name b-long -o -name b-rss \) 2>/dev/null || true)
+    [ -n "$left" ] || continue
+    echo "removing cgroups left by an interrupted run: $left" >&2
+    echo "$left" | xargs -r rmdir || true
   done
   rm -rf "$work"
 }
+# An interrupt (hyperfine forwards Ctrl-C) or a kill ends the script through the EXIT trap.
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 # One bundle per runtime (crun and runc write nothing into it, cdirun may rewrite config.json).
 for rt in "${runtimes[@]}"; do

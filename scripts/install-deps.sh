@@ -7,7 +7,7 @@ set -euo pipefail
 
 build=(libseccomp-dev pkg-config gcc)
 demo=("${build[@]}" busybox-static jq)
-test=("${demo[@]}" runc crun podman conmon containerd hyperfine procps iproute2 uidmap python3-grpcio python3-protobuf protobuf-compiler)
+test=("${demo[@]}" runc crun podman conmon containerd hyperfine time procps iproute2 uidmap python3-grpcio python3-protobuf protobuf-compiler)
 
 case "${1:-test}" in
   build) wanted=("${build[@]}") ;;

@@ -201,6 +201,23 @@ pub fn release(state_dir: &Path, holder: &Holder) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// Gives back what the container `id` under `root` holds when no live process or state
+/// stands behind it: a create killed before it wrote its record. Idempotent; a state dir
+/// without a ledger is left alone.
+pub fn release_unrecorded(state_dir: &Path, root: &Path, id: &str) -> Result<(), LedgerError> {
+    if !state_dir.join(LEDGER_FILE).exists() {
+        return Ok(());
+    }
+    let mut locked = lock(state_dir)?;
+    let reclaimed = locked
+        .data
+        .reclaim(|holder| holder.root != root || holder.id != id || holder.is_live());
+    if !reclaimed.is_empty() {
+        locked.save()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs::{self, File};
@@ -228,6 +245,60 @@ mod tests {
             ledger.take(&[format!("nvidia.com/gpu={gpu}")], &holder(id), *sharing);
         }
         ledger
+    }
+
+    #[test]
+    fn release_unrecorded_drops_only_the_dead_holders_of_that_container() {
+        let state = tempfile::tempdir().unwrap();
+        let root = std::path::Path::new("/run/r");
+        // No process has a pid above pid_max, and /run/r holds no state.
+        let dead = |root: &str, id: &str| Holder {
+            root: root.into(),
+            creator_pid: i32::MAX,
+            ..holder(id)
+        };
+        let live = Holder::current(root, "c1");
+        let mut locked = lock(state.path()).unwrap();
+        locked.data = ledger(&[(2, "c2", Sharing::Exclusive)]);
+        locked
+            .data
+            .take(&gpus(1), &dead("/run/r", "c1"), Sharing::Exclusive);
+        locked.data.take(
+            &[gpus(2)[1].clone()],
+            &dead("/run/other", "c1"),
+            Sharing::Mps,
+        );
+        locked.data.take(&gpus(4)[3..], &live, Sharing::Mps);
+        locked.save().unwrap();
+        drop(locked);
+
+        release_unrecorded(state.path(), root, "c1").unwrap();
+        let left = lock(state.path()).unwrap().data;
+        let holders: Vec<(&str, &str, &str)> = left
+            .devices
+            .iter()
+            .flat_map(|(d, es)| {
+                es.iter().map(move |e| {
+                    (
+                        d.as_str(),
+                        e.holder.root.to_str().unwrap(),
+                        e.holder.id.as_str(),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(
+            holders,
+            [
+                ("nvidia.com/gpu=1", "/run/other", "c1"),
+                ("nvidia.com/gpu=2", "/run/r", "c2"),
+                ("nvidia.com/gpu=3", "/run/r", "c1"),
+            ]
+        );
+        // No ledger: nothing to do, nothing created.
+        let empty = tempfile::tempdir().unwrap();
+        release_unrecorded(empty.path(), root, "c1").unwrap();
+        assert!(!empty.path().join(LEDGER_FILE).exists());
     }
 
     #[test]

@@ -314,6 +314,48 @@ pub fn release(
     Ok(())
 }
 
+/// Drops the references of the container `id` under `root` when no live process or state
+/// stands behind it (a create killed before it wrote its record), and stops, under `per_run`,
+/// each daemon left without references. The daemon is driven as `config` says: with no record
+/// there is nothing else to go by. Idempotent; a state dir without references is left alone.
+pub fn release_unrecorded(
+    state_dir: &Path,
+    config: &crate::config::MpsConfig,
+    root: &Path,
+    id: &str,
+) -> Result<(), MpsError> {
+    if !state_dir.join(REFS_FILE).exists() {
+        return Ok(());
+    }
+    let mut locked = lock(state_dir)?;
+    let before = locked.data.clone();
+    let gpus: Vec<u32> = before.gpus.keys().copied().collect();
+    for gpu in &gpus {
+        locked
+            .data
+            .reclaim(*gpu, |h| h.root != root || h.id != id || h.is_live());
+    }
+    if locked.data == before {
+        return Ok(());
+    }
+    save(&mut locked)?;
+    for gpu in gpus {
+        let daemon = Daemon {
+            control: config.control.clone(),
+            root: config.root.clone(),
+            gpu,
+        };
+        if config.lifetime == MpsLifetime::PerRun
+            && before.count(gpu) > 0
+            && locked.data.count(gpu) == 0
+            && daemon.alive()
+        {
+            daemon.stop()?;
+        }
+    }
+    Ok(())
+}
+
 /// The references recorded in `state_dir` (for tests and diagnostics).
 pub fn references(state_dir: &Path) -> Result<Refs, MpsError> {
     Ok(lock(state_dir)?.data)

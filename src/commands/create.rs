@@ -1,5 +1,9 @@
 //! `create`: run the edit pipeline over config.json, then create the container (init waits for
 //! `start`). A failed create leaves nothing behind: no state dir, no cgroup dir, no claim.
+//!
+//! Test-only: `CDIRUN_TEST_PAUSE_AT=<stage>` makes create stop at one named point (see
+//! [`PAUSE_STAGES`]), say so on stderr and sleep, so the crash tests can SIGKILL it there and
+//! check that `delete --force` still cleans up. It only ever delays; nothing sets it in use.
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +68,7 @@ impl Init<'_> {
                 return Err(anyhow!(err).context(format!("cannot prepare container {id:?}")));
             }
         };
+        pause_at("edited");
         let record = Record {
             config: loaded.path.clone(),
             state_dir: loaded.config.state_dir.clone(),
@@ -81,10 +86,14 @@ impl Init<'_> {
         let built = self
             .save_and_build(&bundle, &on_disk, &spec, globals)
             .and_then(|mut container| {
-                let finished = placement
-                    .place_init(&container)
-                    .and_then(|()| placement.apply_oom_setting(&spec))
-                    .and_then(|()| Ok(record.save(&container_dir)?));
+                pause_at("built");
+                let finished = placement.place_init(&container).and_then(|()| {
+                    pause_at("placed");
+                    placement.apply_oom_setting(&spec)?;
+                    record.save(&container_dir)?;
+                    pause_at("recorded");
+                    Ok(())
+                });
                 match finished {
                     Ok(()) => Ok(container),
                     Err(err) => {
@@ -120,6 +129,7 @@ impl Init<'_> {
         globals: &Globals,
     ) -> Result<Container> {
         on_disk.save(bundle, spec)?;
+        pause_at("saved");
         std::fs::create_dir_all(&globals.root)
             .with_context(|| format!("cannot create root directory {}", globals.root.display()))?;
         let pid_file = self.pid_file.map(super::absolute).transpose()?;
@@ -136,6 +146,20 @@ impl Init<'_> {
             .with_no_pivot(self.no_pivot)
             .build()?;
         Ok(container)
+    }
+}
+
+/// The points of create where `CDIRUN_TEST_PAUSE_AT` can stop it, in order: after the edits
+/// took their claims; after config.json was rewritten; after libcontainer made the state dir
+/// and the waiting init; after the init was placed in every hierarchy; after cdirun.json.
+pub const PAUSE_STAGES: [&str; 5] = ["edited", "saved", "built", "placed", "recorded"];
+
+/// Test-only crash point: when `CDIRUN_TEST_PAUSE_AT` names `stage`, prints
+/// `cdirun: paused at <stage>` on stderr and sleeps (a minute at most, then goes on).
+fn pause_at(stage: &str) {
+    if std::env::var_os("CDIRUN_TEST_PAUSE_AT").is_some_and(|at| at == stage) {
+        eprintln!("cdirun: paused at {stage}");
+        std::thread::sleep(std::time::Duration::from_secs(60));
     }
 }
 

@@ -3,11 +3,13 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use libcontainer::config::YoukiConfig;
 use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
 
 use super::Globals;
-use crate::claims::Record;
+use crate::claims::{self, Record};
+use crate::config::{self, Config};
 
 pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
     let id = &args.container_id;
@@ -16,7 +18,7 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
         if args.force {
             // Gone already (containerd's second delete), or a create killed before it wrote its
             // state: then whatever it left in the root goes now.
-            return remove_partial(&dir);
+            return remove_partial(&dir, &globals.root, id);
         }
         anyhow::bail!("container {id:?} does not exist");
     }
@@ -43,23 +45,44 @@ fn refuse_created(container: &mut Container) -> Result<()> {
     Ok(())
 }
 
-/// Deletes a loaded container, then releases the claims its record lists.
+/// Deletes a loaded container, then releases the claims its record lists, or, without a
+/// record (a create killed after libcontainer built the container), what it may hold.
 pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> Result<()> {
     let record = Record::load(dir)?;
+    // Read before libcontainer removes the state dir.
+    let cgroup_path = match (&record, container.systemd()) {
+        (None, false) => YoukiConfig::load(dir).ok().map(|c| c.cgroup_path),
+        _ => None,
+    };
     crate::late_hooks::delete(container, force)
         .with_context(|| format!("cannot delete container {:?}", container.id()))?;
-    if let Some(record) = record {
-        record.claims.release(&record.state_dir)?;
+    match record {
+        Some(record) => record.claims.release(&record.state_dir)?,
+        None => {
+            let root = dir.parent().unwrap_or(dir);
+            release_unrecorded(root, container.id(), cgroup_path.as_deref())?;
+        }
     }
     Ok(())
 }
 
-fn remove_partial(dir: &Path) -> Result<()> {
+/// `delete --force` of an id without a state file: a second delete, or a create killed before
+/// libcontainer wrote its state, whose claims and state dir go now.
+fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
+    match Record::load(dir)? {
+        Some(record) => record.claims.release(&record.state_dir)?,
+        None => release_unrecorded(root, id, None)?,
+    }
     if !dir.exists() {
         return Ok(());
     }
-    if let Some(record) = Record::load(dir)? {
-        record.claims.release(&record.state_dir)?;
-    }
     std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))
+}
+
+/// Without a record the create's config is unknown: the current one (`CDIRUN_CONFIG` or the
+/// default) names the state-dir to clean, as it did for the create in all but odd cases.
+fn release_unrecorded(root: &Path, id: &str, cgroup_path: Option<&Path>) -> Result<()> {
+    let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
+    claims::release_unrecorded(&loaded.config, root, id, cgroup_path)
+        .with_context(|| format!("cannot release what container {id:?} holds"))
 }
