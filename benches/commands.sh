@@ -18,7 +18,10 @@ if [ "${1:-}" != --inside ]; then
   exec unshare --mount --propagation private "$0" --inside "${1:-100}"
 fi
 runs=$2
+# Hidden under a throwaway tmpfs: what the runtimes write there must not land on the host's
+# /sys/fs/cgroup tmpfs, which a bare unmount would expose.
 umount /sys/fs/cgroup/unified 2>/dev/null || true
+mount -t tmpfs -o size=1m hidden /sys/fs/cgroup/unified
 
 cdirun=$PWD/target/release/cdirun
 out=${OUT:-$PWD/target/bench}

@@ -170,8 +170,11 @@ EOF
 run_program() {
 	local rt=$1 prog=$2 out=$logs/$1/$2 prelude=
 	# crun picks cgroup v2 when /sys/fs/cgroup/unified is mounted; on this hybrid layout its
-	# resources live in v1, so it runs with that mount hidden (in the private namespace only).
-	[[ $rt == crun ]] && prelude='umount -l /sys/fs/cgroup/unified 2>/dev/null;'
+	# resources live in v1, so it runs with that mount hidden (in the private namespace only)
+	# under a throwaway tmpfs: what crun writes there must not land on the host's
+	# /sys/fs/cgroup tmpfs, which an unmounted mount point would expose.
+	[[ $rt == crun ]] &&
+		prelude='umount -l /sys/fs/cgroup/unified 2>/dev/null; mount -t tmpfs -o size=1m hidden /sys/fs/cgroup/unified;'
 	(
 		cd "$suite" || exit 2
 		export RUNTIME=$work/bin/$rt TMPDIR=$work/tmp/$rt CDIRUN_CONFIG=$work/cdirun.toml
