@@ -14,15 +14,7 @@ pub const VERSIONS: [&str; 8] = [
     "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0",
 ];
 
-/// The hook stages a CDI hook may name (the OCI runtime spec's six).
-pub const HOOK_STAGES: [&str; 6] = [
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-];
+pub use crate::hook_stage::HOOK_STAGES;
 
 /// `permissions` value that asks for a device cgroup rule granting no access.
 pub const NO_PERMISSIONS: &str = "none";

@@ -9,16 +9,6 @@ use libcontainer::oci_spec::runtime::{
 };
 use libcontainer::syscall::linux::MountOption;
 
-/// The hook stages libcontainer runs.
-const HOOKS: [&str; 6] = [
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-];
-
 pub fn features() -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&document())?);
     Ok(())
@@ -71,7 +61,9 @@ pub fn document() -> Features {
     features
         .set_oci_version_min("1.0.0".to_owned())
         .set_oci_version_max(VERSION.to_owned())
-        .set_hooks(Some(HOOKS.map(str::to_owned).to_vec()))
+        .set_hooks(Some(
+            crate::hook_stage::HOOK_STAGES.map(str::to_owned).to_vec(),
+        ))
         .set_mount_options(Some(MountOption::known_options()))
         .set_linux(Some(linux))
         .set_annotations(Some(HashMap::from([(

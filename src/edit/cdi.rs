@@ -20,6 +20,7 @@ use crate::cdi::spec::{
     ContainerEdits, DeviceNode, HOOK_STAGES, Hook, IntelRdt, Mount, NO_PERMISSIONS,
 };
 use crate::claims::Claims;
+use crate::hook_stage::Stage;
 use crate::request::{self, Device, Request, RequestError, Source};
 
 #[derive(Debug, thiserror::Error)]
@@ -480,47 +481,13 @@ fn sort_mounts(mounts: &mut [OciMount]) {
 
 /// Adds `hook` at its stage unless an identical hook is there; `Err` carries an unknown stage.
 fn add_hook(hooks: &mut Hooks, hook: &Hook) -> Result<(), String> {
+    let stage = Stage::parse(&hook.hook_name).ok_or_else(|| hook.hook_name.clone())?;
     let mut oci = OciHook::default();
     oci.set_path(PathBuf::from(&hook.path))
         .set_args((!hook.args.is_empty()).then(|| hook.args.clone()))
         .set_env((!hook.env.is_empty()).then(|| hook.env.clone()))
         .set_timeout(hook.timeout);
-    let add = |list: &Option<Vec<OciHook>>| -> Option<Vec<OciHook>> {
-        let mut list = list.clone().unwrap_or_default();
-        if !list.contains(&oci) {
-            list.push(oci.clone());
-        }
-        Some(list)
-    };
-    match hook.hook_name.as_str() {
-        "prestart" => {
-            #[allow(deprecated)]
-            let list = add(hooks.prestart());
-            #[allow(deprecated)]
-            hooks.set_prestart(list);
-        }
-        "createRuntime" => {
-            let list = add(hooks.create_runtime());
-            hooks.set_create_runtime(list);
-        }
-        "createContainer" => {
-            let list = add(hooks.create_container());
-            hooks.set_create_container(list);
-        }
-        "startContainer" => {
-            let list = add(hooks.start_container());
-            hooks.set_start_container(list);
-        }
-        "poststart" => {
-            let list = add(hooks.poststart());
-            hooks.set_poststart(list);
-        }
-        "poststop" => {
-            let list = add(hooks.poststop());
-            hooks.set_poststop(list);
-        }
-        other => return Err(other.to_owned()),
-    }
+    stage.add(hooks, &oci);
     Ok(())
 }
 

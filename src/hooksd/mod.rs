@@ -18,11 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{Hook as OciHook, Hooks, Spec};
+use libcontainer::oci_spec::runtime::{Hook as OciHook, Spec};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::cdi::spec::HOOK_STAGES;
+pub use crate::hook_stage::{HOOK_STAGES, Stage};
 
 /// The current schema version.
 pub const VERSION: &str = "1.0.0";
@@ -62,62 +62,6 @@ pub enum HooksdError {
         "hook definition {file} has a commands condition, but the spec's process.args is empty"
     )]
     NoCommand { file: PathBuf },
-}
-
-/// One OCI hook stage, as named in config.json.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Prestart,
-    CreateRuntime,
-    CreateContainer,
-    StartContainer,
-    Poststart,
-    Poststop,
-}
-
-impl Stage {
-    /// The stage `name` means (one of [`HOOK_STAGES`]).
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "prestart" => Self::Prestart,
-            "createRuntime" => Self::CreateRuntime,
-            "createContainer" => Self::CreateContainer,
-            "startContainer" => Self::StartContainer,
-            "poststart" => Self::Poststart,
-            "poststop" => Self::Poststop,
-            _ => return None,
-        })
-    }
-
-    /// Appends `hook` to this stage's list unless an identical hook is already there, so adding
-    /// twice gives the same hooks. Returns whether the list changed.
-    pub fn add(self, hooks: &mut Hooks, hook: &OciHook) -> bool {
-        #[allow(deprecated)]
-        let list = match self {
-            Self::Prestart => hooks.prestart(),
-            Self::CreateRuntime => hooks.create_runtime(),
-            Self::CreateContainer => hooks.create_container(),
-            Self::StartContainer => hooks.start_container(),
-            Self::Poststart => hooks.poststart(),
-            Self::Poststop => hooks.poststop(),
-        };
-        let mut list = list.clone().unwrap_or_default();
-        if list.contains(hook) {
-            return false;
-        }
-        list.push(hook.clone());
-        let list = Some(list);
-        #[allow(deprecated)]
-        match self {
-            Self::Prestart => hooks.set_prestart(list),
-            Self::CreateRuntime => hooks.set_create_runtime(list),
-            Self::CreateContainer => hooks.set_create_container(list),
-            Self::StartContainer => hooks.set_start_container(list),
-            Self::Poststart => hooks.set_poststart(list),
-            Self::Poststop => hooks.set_poststop(list),
-        };
-        true
-    }
 }
 
 /// A compiled regular expression that remembers its source (for comparison and messages).

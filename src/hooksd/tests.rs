@@ -358,18 +358,6 @@ fn load_applies_masking_before_parsing_and_reports_each_broken_file() {
 }
 
 #[test]
-fn stage_add_is_add_if_absent() {
-    let mut hooks = Hooks::default();
-    let h = hook("/h", None);
-    assert!(Stage::CreateRuntime.add(&mut hooks, &h));
-    assert!(!Stage::CreateRuntime.add(&mut hooks, &h));
-    assert_eq!(hooks.create_runtime().as_ref().unwrap().len(), 1);
-    for name in HOOK_STAGES {
-        assert!(Stage::parse(name).is_some(), "{name}");
-    }
-}
-
-#[test]
 fn shipped_examples_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/hooks.d");
     let (names, problems) = files(std::slice::from_ref(&dir));
