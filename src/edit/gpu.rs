@@ -102,6 +102,13 @@ impl Edit for Gpu {
             env.extend(distributed_env(dist, &ctx.config.gpu.nccl_socket_ifname));
         }
         set_env(&mut edited, ctx, &env, ours_before)?;
+        if gpu.as_ref().is_some_and(|gpu| gpu.vendor == Vendor::Nvidia) {
+            set_env_default(
+                &mut edited,
+                NVIDIA_DRIVER_CAPABILITIES,
+                DEFAULT_DRIVER_CAPABILITIES,
+            );
+        }
         if let Some(allocation) = pending {
             allocation.commit(ctx.dry_run)?;
         }
@@ -390,6 +397,25 @@ fn set_env(
     Ok(())
 }
 
+/// The driver features NVIDIA's container hooks and libraries mount; the toolkit's default.
+const NVIDIA_DRIVER_CAPABILITIES: &str = "NVIDIA_DRIVER_CAPABILITIES";
+const DEFAULT_DRIVER_CAPABILITIES: &str = "utility,compute";
+
+/// Sets `key` only where neither the client nor a CDI spec already did.
+fn set_env_default(spec: &mut Spec, key: &str, value: &str) {
+    let Some(process) = spec.process_mut().as_mut() else {
+        return;
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env
+        .iter()
+        .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+    {
+        env.push(format!("{key}={value}"));
+        process.set_env(Some(env));
+    }
+}
+
 /// `<smi> -i N -c DEFAULT`: lets several processes share the GPU by time-slicing.
 fn set_default_compute_mode(ctx: &Context, device: &str) -> Result<(), GpuError> {
     let gpu = index(device, Sharing::TimeSlice)?;
@@ -585,6 +611,7 @@ mod tests {
                     "PATH=/bin",
                     "NVIDIA_VISIBLE_DEVICES=0,1",
                     "CUDA_VISIBLE_DEVICES=0,1",
+                    "NVIDIA_DRIVER_CAPABILITIES=utility,compute",
                 ],
             ),
             (
@@ -762,6 +789,26 @@ mod tests {
                 env.contains(&addr.to_owned()),
                 "{override_user_env}: {env:?}"
             );
+        }
+    }
+
+    #[test]
+    fn driver_capabilities_default_only_fills_a_gap() {
+        for (client, want) in [
+            (None, "NVIDIA_DRIVER_CAPABILITIES=utility,compute"),
+            (
+                Some("NVIDIA_DRIVER_CAPABILITIES=all"),
+                "NVIDIA_DRIVER_CAPABILITIES=all",
+            ),
+        ] {
+            let node = Node::new();
+            let mut s = spec(&[("io.cdirun.gpu.count", "1")], client.as_slice());
+            node.create("a", &mut s).unwrap();
+            let caps: Vec<String> = env(&s)
+                .into_iter()
+                .filter(|e| e.starts_with("NVIDIA_DRIVER_CAPABILITIES="))
+                .collect();
+            assert_eq!(caps, [want], "{client:?}");
         }
     }
 
