@@ -19,6 +19,25 @@ pub struct Opts {
     pub command: Option<Command>,
 }
 
+impl Opts {
+    /// Parses the process arguments. liboci-cli's command carries a misspelt duplicate of
+    /// `checkpoint` and youki's wording for `--log`; both are adjusted before parsing.
+    pub fn from_args() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Self::command()
+            .mut_subcommand("checkpointt", |verb| verb.hide(true))
+            .mut_arg("log", |arg| {
+                arg.help("Write cdirun's log to this file (default: only errors, on stderr)")
+            })
+            .mut_arg("debug", |arg| arg.help("Log at debug level"))
+            .mut_arg("log_format", |arg| {
+                arg.help("Log format: text (default) or json")
+            });
+        let matches = command.get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+}
+
 /// Global flags runc accepts that liboci-cli's `GlobalOpts` does not carry.
 #[derive(Args, Debug)]
 pub struct CdirunOpts {

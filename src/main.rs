@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use liboci_cli::{CommonCmd, StandardCmd};
 
 use cdirun::cli::{CdiCommand, Command, LogFormat, Opts};
 use cdirun::{commands, log, seal};
 
 fn main() -> ExitCode {
-    let opts = Opts::parse();
+    let opts = Opts::from_args();
     let format = match LogFormat::parse(opts.global.log_format.as_deref()) {
         Ok(format) => format,
         Err(err) => return fail(&anyhow::anyhow!(err)),
