@@ -185,7 +185,11 @@ impl Placement {
         let owners = cgroup::Owners::from_table(&config.slices.owners)?;
         let mut slices = owners.hierarchy_of(&config.owner)?;
         if let Some(slice) = slice {
-            slices.push(cgroup_path(slice)?);
+            let slice = cgroup_path(slice)?;
+            // Usually the owner's root slice itself, already in the list.
+            if !slices.contains(&slice) {
+                slices.push(slice);
+            }
         }
         for slice in &slices {
             cgroup::Scope::new(&hierarchies, slice.clone())
