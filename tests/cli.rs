@@ -214,8 +214,7 @@ fn exec_with_tty_sends_its_pty_over_the_console_socket() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("exectty");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
+    rt.started(&bundle, &id);
     let process = serde_json::json!({
         "terminal": true, "user": {"uid": 0, "gid": 0}, "cwd": "/",
         "env": ["PATH=/bin"], "args": ["sh", "-c", "tty; echo exec-over-the-pty"]

@@ -85,8 +85,7 @@ fn exec_of_a_missing_command_is_reported_in_runc_words() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("execmiss");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
+    rt.started(&bundle, &id);
     let stderr = rt.fails(&["exec", &id, "/nonexistent"]);
     assert!(
         stderr.contains(r#"exec: "/nonexistent": stat /nonexistent: no such file or directory"#),

@@ -210,9 +210,7 @@ fn delete_force_removes_running_and_tolerates_gone_containers() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("delf");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
-    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let pid = rt.started(&bundle, &id);
     // Without --force a running container stays.
     rt.fails(&["delete", &id]);
     assert_eq!(rt.status(&id), "running");
@@ -235,8 +233,7 @@ fn exec_argv_process_file_and_detach() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("exec");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
+    rt.started(&bundle, &id);
 
     let out = rt.run(&["exec", &id, "sh", "-c", "echo inside $HOSTNAME; exit 5"]);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
@@ -285,9 +282,7 @@ fn pause_and_resume_freeze_the_container() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("pause");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
-    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let pid = rt.started(&bundle, &id);
     rt.ok(&["pause", &id]);
     assert_eq!(rt.status(&id), "paused");
     let state_of = |pid: i64| fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -326,9 +321,7 @@ fn ps_list_and_events_report_the_container() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("ps");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
-    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let pid = rt.started(&bundle, &id);
 
     let pids: Vec<i64> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
     assert_eq!(pids, vec![pid]);
@@ -371,9 +364,7 @@ fn update_applies_resources_from_stdin_file_and_flags() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("upd");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
-    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let pid = rt.started(&bundle, &id);
     let pids_max = || {
         fs::read_to_string(format!(
             "/sys/fs/cgroup/pids{}/pids.max",
@@ -423,9 +414,7 @@ fn explain_with_a_live_containers_id_leaves_it_running() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
     let id = unique_id("explain");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
-    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let pid = rt.started(&bundle, &id);
     let cgroup_before = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
 
     let other = Bundle::new(&["true"]);

@@ -73,8 +73,7 @@ fn failing_poststart_and_poststop_hooks_are_warnings() {
         });
     });
     let id = unique_id("failing-hooks");
-    rt.created(&bundle, &id);
-    rt.ok(&["start", &id]);
+    rt.started(&bundle, &id);
     assert_eq!(status(&rt, &id).as_deref(), Some("running"));
 
     rt.ok(&["delete", "--force", &id]);

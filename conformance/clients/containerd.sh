@@ -15,11 +15,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 require_root
 "$repo/scripts/install-deps.sh" test
 
-cdirun=$(realpath -m "${CDIRUN_BIN:-$repo/target/release/cdirun}")
-if [ ! -x "$cdirun" ]; then
-  echo "$cdirun is missing: build it with cargo build --release, or set CDIRUN_BIN" >&2
-  exit 1
-fi
+cdirun=$(cdirun_under_test)
 
 work=$(mktemp -d /tmp/cdirun-containerd.XXXXXX)
 ns=cdirun-e2e

@@ -253,3 +253,15 @@ import_busybox() {
 mounts_under() {
   awk -v dir="$1" 'index($5, dir) == 1 {print $5}' /proc/self/mountinfo
 }
+
+# cdirun_under_test: the binary the suites drive, CDIRUN_BIN or this checkout's release build;
+# exits with a message when it is missing.
+cdirun_under_test() {
+  local bin
+  bin=$(realpath -m "${CDIRUN_BIN:-$repo/target/release/cdirun}")
+  if [ ! -x "$bin" ]; then
+    echo "$bin is missing: build it with cargo build --release, or set CDIRUN_BIN" >&2
+    exit 1
+  fi
+  echo "$bin"
+}

@@ -212,6 +212,13 @@ impl Runtime {
         assert!(ok, "create {id} failed: {err}");
     }
 
+    /// Creates and starts a container that must come up running; returns its init pid.
+    pub fn started(&self, bundle: &Bundle, id: &str) -> i64 {
+        self.created(bundle, id);
+        self.ok(&["start", id]);
+        self.state(id)["pid"].as_i64().unwrap()
+    }
+
     pub fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }
