@@ -24,18 +24,16 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
     }
     let mut container = super::load_container(globals, id)?;
     if !args.force {
-        refuse_created(&mut container)?;
+        refuse_created(&container)?;
     }
     delete_container(&mut container, &dir, args.force)
 }
 
 /// runtime-spec (runtime.md, delete): deleting a container that is not `stopped` MUST fail and
 /// leave it as it is. libcontainer 0.7 kills and deletes a `created` one anyway (as runc does);
-/// containerd and podman pass `--force` for those, so only a plain delete is refused.
-fn refuse_created(container: &mut Container) -> Result<()> {
-    container
-        .refresh_status()
-        .with_context(|| format!("cannot read the status of container {:?}", container.id()))?;
+/// containerd and podman pass `--force` for those, so only a plain delete is refused. The status
+/// is current: loading the container just refreshed it.
+fn refuse_created(container: &Container) -> Result<()> {
     if container.status() == ContainerStatus::Created {
         anyhow::bail!(
             "cannot delete container {:?}: it is created, not stopped (start it, or use delete --force)",
