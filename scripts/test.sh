@@ -5,6 +5,10 @@
 # Prints each suite's result and, last, "N passed, N failed, N skipped" over all of them (the
 # skipped are conformance programs listed in conformance/expected-failures with their reasons).
 set -uo pipefail
+# No suite reads the caller's terminal. A CI runner may start us with stdin closed, and then the
+# first file a test opens becomes fd 0: script(1) gives up at once and a shell in a container
+# closes its own pipe. /dev/null makes every suite's stdin the same wherever it runs.
+exec </dev/null
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root

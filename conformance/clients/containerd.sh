@@ -147,7 +147,22 @@ task_status() {
   "${ctr[@]}" task list | awk -v id="$1" '$1 == id {print $3}'
 }
 
-# script(1) gives ctr the terminal it wants for --tty; the container's tty name is in its output.
+# check_tty NAME CMD...: CMD (a ctr --tty command running `tty` in the container) must print the
+# container's own terminal, /dev/pts/0. script(1) gives ctr the terminal it wants; its stdin is
+# /dev/null because script prints nothing at all when its stdin is closed (and the terminal may
+# echo a control character before the output when that stdin ends).
+check_tty() {
+  local name=$1 out
+  shift
+  out=$(script -qec "${*@Q}" /dev/null </dev/null 2>&1 | tr -d '\r')
+  if grep -q '/dev/pts/0$' <<<"$out"; then
+    ok "$name"
+  else
+    fail "$name" "want a line /dev/pts/0 in the output of: $*
+got:  $out"
+  fi
+}
+
 # --- run -----------------------------------------------------------------------------------------
 # The container sees its cgroup nested under workload.slice: cdirun's doing, so this also proves
 # the shim ran cdirun.
@@ -157,9 +172,8 @@ check_output "run --rm --runc-binary: output and nested cgroup" "hello
   sh -c 'echo hello; awk -F: '\''$2 == "pids" {print $3}'\'' /proc/self/cgroup'
 check_output "run --rm: exit status of the container" "3" \
   bash -c '"$@" run --rm '"${runtime[*]}"' '"$image"' exit3 sh -c "exit 3"; echo $?' _ "${ctr[@]}"
-check_output "run --rm -t: a terminal through the console socket" "/dev/pts/0" \
-  bash -c 'script -qec "$* run --rm --tty '"${runtime[*]}"' '"$image"' tty1 tty" /dev/null |
-    grep -o "/dev/pts/[0-9]*"' _ "${ctr[@]}"
+check_tty "run --rm -t: a terminal through the console socket" \
+  "${ctr[@]}" run --rm --tty "${runtime[@]}" "$image" tty1 tty
 
 check_output "run --mount type=tmpfs (no source) and --read-only" "tmpfs ro" \
   "${ctr[@]}" run --rm "${runtime[@]}" --read-only --mount type=tmpfs,dst=/scratch,options=size=1m \
@@ -170,9 +184,8 @@ check "run -d" "${ctr[@]}" run -d "${runtime[@]}" "$image" long sleep 1000
 check_output "task list: RUNNING" "RUNNING" task_status long
 check_output "task exec: output and exit status" "in-exec
 4" bash -c '"$@" task exec --exec-id e1 long sh -c "echo in-exec; exit 4"; echo $?' _ "${ctr[@]}"
-check_output "task exec -t: a terminal for the exec'd process" "/dev/pts/0" \
-  bash -c 'script -qec "$* task exec --tty --exec-id e2 long tty" /dev/null | grep -o "/dev/pts/[0-9]*"' \
-  _ "${ctr[@]}"
+check_tty "task exec -t: a terminal for the exec'd process" \
+  "${ctr[@]}" task exec --tty --exec-id e2 long tty
 check "task exec -d: detached process starts" \
   "${ctr[@]}" task exec --detach --exec-id e3 long sleep 999
 cg=$(cgroup_of long)

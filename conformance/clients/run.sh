@@ -4,6 +4,7 @@
 #
 #   CDIRUN_BIN=target/release/cdirun conformance/clients/run.sh [podman] [containerd] [deb]
 set -uo pipefail
+exec </dev/null # a defined stdin for every suite (see scripts/test.sh)
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 declare -A suite_path=(
   [podman]=$repo/conformance/clients/podman.sh
