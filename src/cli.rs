@@ -21,11 +21,16 @@ pub struct Opts {
 
 impl Opts {
     /// Parses the process arguments. liboci-cli's command carries a misspelt duplicate of
-    /// `checkpoint` and youki's wording for `--log`; both are adjusted before parsing.
+    /// `checkpoint`, youki's wording for `--log` and a `kill` without runc's default signal; all
+    /// are adjusted before parsing.
     pub fn from_args() -> Self {
         use clap::{CommandFactory, FromArgMatches};
         let command = Self::command()
             .mut_subcommand("checkpointt", |verb| verb.hide(true))
+            // runc's kill sends SIGTERM when no signal is named; liboci-cli requires one.
+            .mut_subcommand("kill", |verb| {
+                verb.mut_arg("signal", |arg| arg.required(false).default_value("SIGTERM"))
+            })
             .mut_arg("log", |arg| {
                 arg.help("Write cdirun's log to this file (default: only errors, on stderr)")
             })

@@ -206,6 +206,28 @@ fn kill_by_name_and_number_and_all() {
 }
 
 #[test]
+fn kill_without_a_signal_sends_sigterm() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo term; exit 0' TERM; while true; do sleep 0.05; done",
+    ]);
+    let id = unique_id("killdef");
+    rt.created(&bundle, &id);
+    rt.ok(&["start", &id]);
+    std::thread::sleep(Duration::from_millis(200));
+    rt.ok(&["kill", &id]);
+    rt.wait_status(&id, "stopped");
+    assert_eq!(
+        fs::read_to_string(bundle.path().join("stdout")).unwrap(),
+        "term\n"
+    );
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
+#[test]
 fn delete_force_removes_running_and_tolerates_gone_containers() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sleep", "60"]);
