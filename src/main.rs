@@ -32,11 +32,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reports an error on stderr and in the log as one line, and gives the failure status.
+/// Reports an error on stderr and in the log as one line, and gives the failure status. Like
+/// runc's, the line carries no program name: podman and containerd put the runtime's name in
+/// front of what it prints ("OCI runtime error: cdirun: ...").
 fn fail(err: &anyhow::Error) -> ExitCode {
     let message = format!("{err:#}").replace('\n', " ");
     tracing::error!("{message}");
-    eprintln!("cdirun: {message}");
+    eprintln!("{message}");
     ExitCode::FAILURE
 }
 

@@ -173,7 +173,7 @@ check_output "CDI annotation with --runtime PATH too" "$device_probe_want" \
   "${by_path[@]}" run --rm --annotation cdi.k8s.io/test=test.cdirun.dev/accel=accel0 "$image" \
   sh -c "$device_probe"
 check_fails_with "failing create: cdirun's message in podman's error output" \
-  'OCI runtime error: .*unresolvable CDI devices test\.cdirun\.dev/accel=nosuch \(annotation cdi\.k8s\.io/test\)' \
+  'OCI runtime error: cdirun: cannot prepare container .*unresolvable CDI devices test\.cdirun\.dev/accel=nosuch \(annotation cdi\.k8s\.io/test\)' \
   "${by_name[@]}" run --rm --annotation cdi.k8s.io/test=test.cdirun.dev/accel=nosuch "$image" true
 check_output "failing create leaves no container behind" "" "${by_name[@]}" ps --all --quiet
 
