@@ -71,9 +71,11 @@ impl<T: Serialize> Locked<T> {
     pub fn save(&self) -> Result<(), StoreError> {
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
+            // One write(2): serde_json writes a File token by token.
+            let mut text = serde_json::to_vec_pretty(&self.data)?;
+            text.push(b'\n');
             let mut file = File::create(&tmp)?;
-            serde_json::to_writer_pretty(&mut file, &self.data)?;
-            file.write_all(b"\n")?;
+            file.write_all(&text)?;
             file.sync_all()?;
             fs::rename(&tmp, &self.path)
         };
