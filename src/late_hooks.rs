@@ -46,16 +46,15 @@ impl Stage {
 pub fn start(container: &mut Container) -> Result<(), LibcontainerError> {
     let dir = container.root.clone();
     let hooks = take(&dir, Stage::Poststart);
-    let init = container.pid();
+    // Only poststart hooks wait for the init's exec: without them /proc is not read.
+    let init = container.pid().filter(|_| !hooks.is_empty());
     let before = init.and_then(executable);
     if let Err(err) = container.start() {
         restore(&dir, Stage::Poststart, hooks);
         return Err(err);
     }
-    if !hooks.is_empty() {
-        if let Some(init) = init {
-            wait_for_exec(init, before.as_deref());
-        }
+    if let Some(init) = init {
+        wait_for_exec(init, before.as_deref());
     }
     // libcontainer runs poststart hooks in the container's state dir.
     run(&hooks, Stage::Poststart, &container.state, Some(&dir));
