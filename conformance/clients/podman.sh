@@ -233,7 +233,11 @@ check_output "failing create leaves no container behind" "" "${by_name[@]}" ps -
 # --- hygiene -----------------------------------------------------------------------------------
 # The exit commands of conmon (podman container cleanup) mount the store: wait for them first.
 check_output "no conmon or podman process left" "" clients_gone "$work"
-check_output "no mounts left under the temp dir" "" bash -c 'mounts_under() {
-  awk -v dir="$1" '\''index($5, dir) == 1 {print $5}'\'' /proc/self/mountinfo; }; mounts_under '"$work"
+# The store's own private bind mount (root/overlay) stays when the last podman process to exit
+# saw another one's layer still mounted (a race among podman's own cleanup processes, seen after
+# the pod's containers); podman_wipe removes it. Any container's mount left is a failure.
+check_output "no container mounts left under the temp dir" "" bash -c 'mounts_under() {
+  awk -v dir="$1" '\''index($5, dir) == 1 {print $5}'\'' /proc/self/mountinfo; }
+  mounts_under '"$work"' | grep -vx '"$work/podman/root/overlay"' || true'
 
 summary
