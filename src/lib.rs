@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod edit;
+pub mod finish;
 pub mod hook_stage;
 pub mod hooksd;
 pub mod late_hooks;

@@ -100,34 +100,77 @@ fn exec_of_a_missing_command_is_reported_in_runc_words() {
     rt.assert_gone(&id);
 }
 
-/// Regression: podman's `--tmpfs` and `--read-only` mounts carry runc's `tmpcopyup` option, which
-/// libcontainer passed to the kernel as tmpfs data, failing the create ("failed to prepare
-/// rootfs"). The option is dropped: the container runs with an empty, writable tmpfs there.
+/// podman's `--tmpfs` and `--read-only` mounts carry runc's `tmpcopyup` option (libcontainer
+/// passed it to the kernel as tmpfs data and failed the create). As with runc, the new tmpfs
+/// starts with the image's files at the mount point (modes and owners kept) and with the mode of
+/// the directory it covers; a read-only one is read-only once filled; it is a tmpfs, writable.
 #[test]
-fn tmpfs_with_tmpcopyup_is_mounted() {
+fn tmpcopyup_fills_the_tmpfs_with_the_image_files() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&[
         "sh",
         "-c",
-        "grep -q ' /scratch tmpfs ' /proc/mounts && touch /scratch/new && ls -A /scratch",
+        "grep -q ' /scratch tmpfs ' /proc/mounts && touch /scratch/new && ls -A /scratch; \
+         stat -c '%a' /scratch; cat /scratch/sub/file; stat -c '%u:%g %a' /scratch/sub/file; \
+         cat /ro/f; touch /ro/x 2>/dev/null || echo ro",
     ]);
-    fs::create_dir_all(bundle.path().join("rootfs/scratch")).unwrap();
+    let rootfs = bundle.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("scratch/sub")).unwrap();
+    fs::write(rootfs.join("scratch/sub/file"), "image\n").unwrap();
+    std::os::unix::fs::chown(rootfs.join("scratch/sub/file"), Some(5), Some(6)).unwrap();
+    fs::set_permissions(
+        rootfs.join("scratch/sub/file"),
+        fs::Permissions::from_mode(0o604),
+    )
+    .unwrap();
+    fs::set_permissions(rootfs.join("scratch"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::create_dir_all(rootfs.join("ro")).unwrap();
+    fs::write(rootfs.join("ro/f"), "in ro\n").unwrap();
     bundle.edit(|spec| {
         spec["root"]["readonly"] = Value::Bool(true);
-        spec["mounts"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({
-                "destination": "/scratch",
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]
-            }));
+        let mounts = spec["mounts"].as_array_mut().unwrap();
+        mounts.push(serde_json::json!({
+            "destination": "/scratch",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]
+        }));
+        mounts.push(serde_json::json!({
+            "destination": "/ro",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["ro", "tmpcopyup"]
+        }));
     });
     let id = unique_id("tmpcopyup");
     let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "new\n");
+    assert_eq!(
+        text(&out.stdout),
+        "new\nsub\n750\nimage\n5:6 604\nin ro\nro\n"
+    );
+    rt.assert_gone(&id);
+}
+
+/// runc brings up `lo` in a network namespace it creates (podman `--network none`, a pod's infra
+/// container, a plain `ctr run`); libcontainer left it down, so nothing could use 127.0.0.1.
+#[test]
+fn loopback_is_up_in_a_new_network_namespace() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "ip -o link show lo | grep -o '<[^>]*>'"]);
+    let namespaces = bundle.config()["linux"]["namespaces"].clone();
+    assert!(
+        namespaces
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ns| ns["type"] == "network"),
+        "the bundle must ask for a network namespace: {namespaces}"
+    );
+    let id = unique_id("loopback");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "<LOOPBACK,UP,LOWER_UP>\n");
     rt.assert_gone(&id);
 }
 

@@ -179,16 +179,36 @@ check_output "run --mount type=tmpfs (no source) and --read-only" "tmpfs ro" \
   "${ctr[@]}" run --rm "${runtime[@]}" --read-only --mount type=tmpfs,dst=/scratch,options=size=1m \
   "$image" tmpfs1 sh -c 'echo "$(awk "\$2 == \"/scratch\" {print \$3}" /proc/mounts) $(touch /x 2>/dev/null && echo rw || echo ro)"'
 
+# runc brings up lo in a network namespace it creates; --net-host shares the host's instead.
+check_output "run (own network namespace): loopback up" "<LOOPBACK,UP,LOWER_UP>" \
+  "${ctr[@]}" run --rm "${runtime[@]}" "$image" netns1 sh -c "ip -o link show lo | grep -o '<[^>]*>'"
+check_output "run --net-host: the host's interfaces" "$(ip -o link show | awk -F': ' '{print $2}' | sort | xargs)" \
+  "${ctr[@]}" run --rm --net-host "${runtime[@]}" "$image" nethost1 \
+  sh -c "ip -o link show | awk -F': ' '{print \$2}' | sort | xargs"
+
 # --- a long-running task: exec, ps, metrics, pause/resume ---------------------------------------
-check "run -d" "${ctr[@]}" run -d "${runtime[@]}" "$image" long sleep 1000
+# Every task exec names its fifo dir: ctr would leave a detached exec's fifos in /run/containerd.
+check "run -d --memory-limit --cpus" \
+  "${ctr[@]}" run -d "${runtime[@]}" --memory-limit 33554432 --cpus 0.5 "$image" long sleep 1000
 check_output "task list: RUNNING" "RUNNING" task_status long
-check_output "task exec: output and exit status" "in-exec
-4" bash -c '"$@" task exec --exec-id e1 long sh -c "echo in-exec; exit 4"; echo $?' _ "${ctr[@]}"
-check_tty "task exec -t: a terminal for the exec'd process" \
-  "${ctr[@]}" task exec --tty --exec-id e2 long tty
-check "task exec -d: detached process starts" \
-  "${ctr[@]}" task exec --detach --exec-id e3 long sleep 999
 cg=$(cgroup_of long)
+check_output "--memory-limit --cpus: limits in the nested cgroup" "33554432 50000" bash -c \
+  'echo "$(cat /sys/fs/cgroup/memory'"$cg"'/memory.limit_in_bytes) $(cat /sys/fs/cgroup/cpu'"$cg"'/cpu.cfs_quota_us)"'
+check_output "task exec --user 1000:1000 --cwd /bin" "1000 1000 /bin" \
+  "${ctr[@]}" task exec --fifo-dir "$work/fifo" --exec-id u1 --user 1000:1000 --cwd /bin long sh -c 'echo "$(id -u) $(id -g) $(pwd)"'
+check_output "run --with-ns pid:/proc/PID/ns/pid: joins the task's pid namespace" "sleep" \
+  bash -c '"$@" | tr -d "()"' _ "${ctr[@]}" run --rm "${runtime[@]}" \
+  --with-ns "pid:/proc/$("${ctr[@]}" task list | awk '$1 == "long" {print $2}')/ns/pid" "$image" joiner \
+  sh -c 'cut -d " " -f 2 /proc/1/stat'
+check_fails_with "task checkpoint: refused with cdirun's reason" \
+  'checkpoint is not supported by cdirun' "${ctr[@]}" task checkpoint long
+check_output "refused checkpoint: the task still runs" "RUNNING" task_status long
+check_output "task exec: output and exit status" "in-exec
+4" bash -c '"$@" task exec --fifo-dir '"$work/fifo"' --exec-id e1 long sh -c "echo in-exec; exit 4"; echo $?' _ "${ctr[@]}"
+check_tty "task exec -t: a terminal for the exec'd process" \
+  "${ctr[@]}" task exec --fifo-dir "$work/fifo" --tty --exec-id e2 long tty
+check "task exec -d: detached process starts" \
+  "${ctr[@]}" task exec --fifo-dir "$work/fifo" --detach --exec-id e3 long sleep 999
 check "task ps (cdirun ps --format json): the processes of the cgroup" bash -c '
   want=$(sort -n /sys/fs/cgroup/pids'"$cg"'/cgroup.procs | xargs)
   got=$("$@" task ps long | awk "NR > 1 {print \$1}" | sort -n | xargs)
@@ -226,7 +246,7 @@ check "delete: no cdirun state, no cgroup left" bash -c '
 
 check "run -d a trapping init" "${ctr[@]}" run -d "${runtime[@]}" "$image" trapper \
   sh -c 'trap "exit 7" TERM; echo ready >/tmp/ready; while true; do sleep 0.1; done'
-wait_for 10 "${ctr[@]}" task exec --exec-id probe trapper test -e /tmp/ready || true
+wait_for 10 "${ctr[@]}" task exec --fifo-dir "$work/fifo" --exec-id probe trapper test -e /tmp/ready || true
 check "task kill (SIGTERM by default)" "${ctr[@]}" task kill trapper
 check_output "task delete reports the trap's exit status" "7" bash -c '
   for _ in $(seq 100); do "$@" task list | grep -q "trapper .*STOPPED" && break; sleep 0.1; done

@@ -222,12 +222,13 @@ clients_gone() {
   client_pids "$1"
 }
 
-# podman_wipe DIR PODMAN...: removes every container of the store, waits for the conmon and
+# podman_wipe DIR PODMAN...: removes every pod and container of the store, waits for the conmon and
 # `podman container cleanup` processes that outlive them (they mount the store again), then
 # unmounts anything still mounted under DIR (the store's own private bind mount).
 podman_wipe() {
   local dir=$1 mnt deadline=$((SECONDS + 30))
   shift
+  "$@" pod rm --all --force --time 0 >/dev/null 2>&1 || true
   "$@" rm --all --force --time 0 >/dev/null 2>&1 || true
   while [ -n "$(client_pids "$dir")" ] && ((SECONDS < deadline)); do
     sleep 0.1

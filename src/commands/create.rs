@@ -69,6 +69,8 @@ impl Init<'_> {
             }
         };
         pause_at("edited");
+        let rootfs = rootfs_of(&bundle, &spec);
+        let finish = crate::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
         let record = Record {
             config: loaded.path.clone(),
             state_dir: loaded.config.state_dir.clone(),
@@ -90,6 +92,10 @@ impl Init<'_> {
                 let finished = placement.place_init(&container).and_then(|()| {
                     pause_at("placed");
                     placement.apply_oom_setting(&spec)?;
+                    let pid = container
+                        .pid()
+                        .context("container has no init pid after create")?;
+                    finish.apply(pid.as_raw(), &rootfs)?;
                     record.save(&container_dir)?;
                     pause_at("recorded");
                     Ok(())
@@ -147,6 +153,16 @@ impl Init<'_> {
             .build()?;
         Ok(container)
     }
+}
+
+/// The host path of the container's root: config.json's `root.path`, relative to the bundle.
+fn rootfs_of(bundle: &Path, spec: &libcontainer::oci_spec::runtime::Spec) -> PathBuf {
+    let path = spec
+        .root()
+        .as_ref()
+        .map(|root| root.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    bundle.join(path)
 }
 
 /// The points of create where `CDIRUN_TEST_PAUSE_AT` can stop it, in order: after the edits

@@ -3,8 +3,9 @@
 //! - Options runc and crun act on themselves (`tmpcopyup`): libcontainer hands them to the kernel
 //!   as mount data. podman sends `tmpcopyup` on every `--tmpfs` and on the tmpfs mounts of
 //!   `--read-only` containers. It asks for the image's files at the mount point to be copied into
-//!   the new tmpfs; libcontainer cannot do that, so the option is dropped and the tmpfs starts
-//!   empty, as with `notmpcopyup`.
+//!   the new tmpfs; libcontainer cannot do that, so the option is dropped here and cdirun copies
+//!   after libcontainer mounted the tmpfs (see `crate::finish`, which reads the option from the
+//!   client's config).
 //! - A filesystem mount without `source` (`ctr run --mount type=tmpfs,dst=/x`): the source of a
 //!   tmpfs, proc or similar is only a name, so it gets the type's name. A bind mount without a
 //!   source stays an error.
@@ -14,7 +15,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use super::{Context, Edit, EditError};
 use crate::claims::Claims;
 
-/// Options removed from every mount, with what the runtime does instead.
+/// Options removed from every mount; `crate::finish` acts on them instead.
 pub const UNSUPPORTED_OPTIONS: [&str; 2] = ["tmpcopyup", "notmpcopyup"];
 
 pub struct MountOptions;
@@ -48,7 +49,7 @@ impl Edit for MountOptions {
                 .collect();
             tracing::debug!(
                 destination = %mount.destination().display(),
-                "dropping tmpcopyup: the tmpfs starts empty"
+                "dropping tmpcopyup from the mount options: cdirun copies after the mount"
             );
             mount.set_options(Some(kept));
         }
