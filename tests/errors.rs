@@ -64,6 +64,69 @@ fn invalid_spec_fails_create_and_leaves_no_state_or_cgroup() {
     rt.assert_gone(&id);
 }
 
+/// An rlimit the init could not set is refused by name before anything is created; one that
+/// raises a hard limit works where cdirun may raise it (CAP_SYS_RESOURCE), as with runc.
+#[test]
+fn rlimits_the_init_cannot_set_are_named() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "ulimit -Hn"]);
+    let rlimit = |soft: u64, hard: u64| serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": soft, "hard": hard}]);
+    bundle.edit(|spec| spec["process"]["rlimits"] = rlimit(2048, 1024));
+    let original = fs::read(bundle.path().join("config.json")).unwrap();
+    let id = unique_id("rlimsoft");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok);
+    assert_one_line(&err);
+    assert!(
+        err.contains("RLIMIT_NOFILE soft limit 2048 is above its hard limit 1024"),
+        "{err}"
+    );
+    rt.assert_gone(&id);
+    assert_eq!(
+        fs::read(bundle.path().join("config.json")).unwrap(),
+        original
+    );
+
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only `own`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) }, 0);
+    let (own, above) = (own.rlim_max, own.rlim_max + 1);
+    bundle.edit(|spec| spec["process"]["rlimits"] = rlimit(1024, above));
+    let id = unique_id("rlimhard");
+    let may_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap();
+    if may_raise {
+        let out = rt.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+        assert_eq!(out.trim(), above.to_string());
+    } else {
+        let (ok, err) = rt.create(&bundle, &id, &[]);
+        assert!(!ok);
+        assert_one_line(&err);
+        assert!(
+            err.contains(&format!(
+                "cannot raise the hard limit of RLIMIT_NOFILE to {above} (cdirun's is {own}) \
+                 without CAP_SYS_RESOURCE"
+            )),
+            "{err}"
+        );
+    }
+    rt.assert_gone(&id);
+
+    // Up to cdirun's own hard limit needs no capability.
+    bundle.edit(|spec| spec["process"]["rlimits"] = rlimit(1024, own));
+    let id = unique_id("rlimown");
+    let out = rt.ok(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.trim(), own.to_string());
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn failed_create_removes_the_cgroup_parents_it_made() {
     let rt = Runtime::new();
