@@ -52,6 +52,9 @@ fn dispatch(opts: Opts) -> Result<i32> {
         Opts::command().print_help()?;
         return Ok(0);
     };
+    if let Some(id) = container_id(&command) {
+        commands::validate_id(id)?;
+    }
     if enters_container(&command) {
         seal::ensure()?;
     }
@@ -94,6 +97,35 @@ fn dispatch(opts: Opts) -> Result<i32> {
         },
         Command::Explain(args) => done(commands::explain::explain(args, &globals)),
     }
+}
+
+/// The container id a verb names, checked before any verb turns it into a path.
+fn container_id(command: &Command) -> Option<&str> {
+    let id = match command {
+        Command::Standard(cmd) => match &**cmd {
+            StandardCmd::Create(args) => &args.container_id,
+            StandardCmd::Start(args) => &args.container_id,
+            StandardCmd::State(args) => &args.container_id,
+            StandardCmd::Kill(args) => &args.container_id,
+            StandardCmd::Delete(args) => &args.container_id,
+        },
+        Command::Common(cmd) => match &**cmd {
+            CommonCmd::Run(args) => &args.container_id,
+            CommonCmd::Exec(args) => &args.container_id,
+            CommonCmd::Ps(args) => &args.container_id,
+            CommonCmd::Pause(args) => &args.container_id,
+            CommonCmd::Resume(args) => &args.container_id,
+            CommonCmd::Events(args) => &args.container_id,
+            CommonCmd::Update(args) => &args.container_id,
+            CommonCmd::Spec(_)
+            | CommonCmd::List(_)
+            | CommonCmd::Features(_)
+            | CommonCmd::Checkpointt(_) => return None,
+        },
+        Command::Explain(args) => &args.id,
+        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) => return None,
+    };
+    Some(id)
 }
 
 /// Verbs that start a process inside a container: only they pay for sealing the binary.

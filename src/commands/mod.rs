@@ -46,6 +46,22 @@ impl Globals {
     }
 }
 
+/// Checks a container id as runc does: letters, digits, `_`, `+`, `-` and `.`, but not `.` or
+/// `..`. Every verb checks it before the id names a directory under `--root`, so no id can reach
+/// outside it (`delete --force ../x` would otherwise remove `x` next to the root).
+pub fn validate_id(id: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.');
+    if id.is_empty() {
+        bail!("container id cannot be empty");
+    }
+    if id == "." || id == ".." || !id.chars().all(allowed) {
+        bail!(
+            "invalid container id {id:?}: use letters, digits, '_', '+', '-' and '.' (not \".\" or \"..\")"
+        );
+    }
+    Ok(())
+}
+
 /// Loads a container's state, with runc's message when there is none.
 pub fn load_container(globals: &Globals, id: &str) -> Result<Container> {
     let dir = globals.container_dir(id);
