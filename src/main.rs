@@ -26,9 +26,22 @@ fn main() -> ExitCode {
             .display();
         return fail(&anyhow::anyhow!("cannot open log file {path}: {err}"));
     }
+    let failure = failure_status(opts.command.as_ref());
     match dispatch(opts) {
         Ok(code) => ExitCode::from(code as u8),
-        Err(err) => fail(&err),
+        Err(err) => {
+            fail(&err);
+            ExitCode::from(failure)
+        }
+    }
+}
+
+/// The status of a failed verb. Like runc, `exec` fails with 255, so that its own failure (no
+/// such container, no such command) is told apart from the exit status of the process it ran.
+fn failure_status(command: Option<&Command>) -> u8 {
+    match command {
+        Some(Command::Common(cmd)) if matches!(**cmd, CommonCmd::Exec(_)) => 255,
+        _ => 1,
     }
 }
 

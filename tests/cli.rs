@@ -252,6 +252,33 @@ fn exec_with_tty_sends_its_pty_over_the_console_socket() {
     rt.assert_gone(&id);
 }
 
+/// `exec --tty` with argv (no process file) also gets a terminal over the console socket.
+#[test]
+fn exec_argv_with_tty_gets_a_terminal() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("execargvtty");
+    rt.started(&bundle, &id);
+    let mut console = ConsoleSocket::listen();
+    let out = rt.run(&[
+        "exec",
+        "--detach",
+        "--tty",
+        "--console-socket",
+        &console.path(),
+        &id,
+        "sh",
+        "-c",
+        "tty; echo argv-over-the-pty",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut master = console.master();
+    let seen = read_pty_until(&mut master, "argv-over-the-pty");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 /// CVE-2019-5736: a process that holds /proc/<init>/exe of a runtime process must not be able to
 /// reopen it for writing once the runtime is gone; the binary runs from a read-only mount.
 #[test]

@@ -299,6 +299,144 @@ fn exec_argv_process_file_and_detach() {
     rt.assert_gone(&id);
 }
 
+/// An argv exec runs as the container's own process does (runc's rule): its user, extra groups,
+/// cwd, rlimits and environment, with the flags laid over them.
+#[test]
+fn exec_argv_inherits_the_container_process() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| {
+        let process = &mut spec["process"];
+        process["user"] = serde_json::json!({"uid": 65534, "gid": 65534, "additionalGids": [7]});
+        process["cwd"] = Value::from("/tmp");
+        process["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(Value::from("FROM_SPEC=spec"));
+        process["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512}]);
+    });
+    let id = unique_id("execinherit");
+    rt.started(&bundle, &id);
+    let show = "id; pwd; ulimit -n; echo $FROM_SPEC";
+
+    let out = rt.run(&["exec", &id, "sh", "-c", show]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "uid=65534 gid=65534 groups=7\n/tmp\n512\nspec\n"
+    );
+
+    let out = rt.run(&[
+        "exec",
+        "--user",
+        "0",
+        "--additional-gids",
+        "9",
+        "--cwd",
+        "/",
+        "--env",
+        "FROM_SPEC=flag",
+        &id,
+        "sh",
+        "-c",
+        show,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // --user without a gid keeps the container's gid; --additional-gids adds to its groups.
+    assert_eq!(
+        text(&out.stdout),
+        "uid=0(root) gid=65534 groups=7,9\n/\n512\nflag\n"
+    );
+
+    // --cap raises a capability the container's process lacks (CAP_CHOWN is bit 0).
+    let effective = |out: &std::process::Output| {
+        let status = text(&out.stdout);
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("CapEff:"))
+            .unwrap_or_else(|| panic!("{status}"))
+            .to_owned();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let plain = rt.run(&["exec", "--user", "0:0", &id, "cat", "/proc/self/status"]);
+    let raised = rt.run(&[
+        "exec",
+        "--user",
+        "0:0",
+        "--cap",
+        "CAP_CHOWN",
+        &id,
+        "cat",
+        "/proc/self/status",
+    ]);
+    assert_eq!(effective(&plain) & 1, 0);
+    assert_eq!(effective(&raised) & 1, 1);
+
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// runc's exec statuses: the process's own status when it ran, 255 when exec itself failed; a
+/// bad --process file is named; a file without `user` runs as root, as runc reads it.
+#[test]
+fn exec_failures_exit_255_and_name_what_is_wrong() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("execfail");
+    rt.started(&bundle, &id);
+
+    let status = |args: &[&str]| rt.run(args).status.code();
+    assert_eq!(status(&["exec", &id, "sh", "-c", "exit 3"]), Some(3));
+    assert_eq!(status(&["exec", "no-such-container", "true"]), Some(255));
+    assert_eq!(status(&["exec", &id, "no-such-command"]), Some(255));
+    assert_eq!(status(&["exec", &id]), Some(255));
+    assert_eq!(
+        status(&["exec", "--cwd", "relative", &id, "true"]),
+        Some(255)
+    );
+
+    let missing = bundle.path().join("missing.json");
+    let out = rt.run(&["exec", "--process", missing.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains(missing.to_str().unwrap()),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let no_user = bundle.path().join("no-user.json");
+    fs::write(
+        &no_user,
+        r#"{"cwd": "/", "args": ["id", "-u"], "env": ["PATH=/bin"]}"#,
+    )
+    .unwrap();
+    let out = rt.run(&["exec", "--process", no_user.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0\n");
+
+    // A detached terminal has nowhere to go without a console socket.
+    let out = rt.run(&["exec", "--tty", "--detach", &id, "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("--console-socket"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The process file is gone once the process started.
+    let left: Vec<_> = fs::read_dir(rt.root().join(&id))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("exec-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn pause_and_resume_freeze_the_container() {
     let rt = Runtime::new();
