@@ -205,6 +205,38 @@ fn kill_by_name_and_number_and_all() {
     }
 }
 
+/// runc takes any signal number: 0 only asks whether the init is there, and realtime ones (podman
+/// stops a systemd container with SIGRTMIN+3, sent as 37) reach the process. A stopped
+/// container is "container not running", the words containerd reads as "already stopped".
+#[test]
+fn kill_takes_signal_zero_and_realtime_numbers() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo rtmin3; exit 0' 37; while true; do sleep 0.05; done",
+    ]);
+    let id = unique_id("killrt");
+    rt.started(&bundle, &id);
+    std::thread::sleep(Duration::from_millis(200));
+    rt.ok(&["kill", &id, "0"]);
+    assert_eq!(rt.status(&id), "running");
+    rt.ok(&["kill", &id, "37"]);
+    rt.wait_status(&id, "stopped");
+    assert_eq!(
+        fs::read_to_string(bundle.path().join("stdout")).unwrap(),
+        "rtmin3\n"
+    );
+    for signal in ["0", "KILL"] {
+        let err = rt.fails(&["kill", &id, signal]);
+        assert!(err.contains("container not running"), "{err}");
+    }
+    let err = rt.fails(&["kill", &id, "65"]);
+    assert!(err.contains("unknown signal \"65\""), "{err}");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn kill_without_a_signal_sends_sigterm() {
     let rt = Runtime::new();
