@@ -601,6 +601,66 @@ fn update_applies_resources_from_stdin_file_and_flags() {
 
 /// `explain` computes claims without taking or releasing any: run with the id of a live
 /// container it must leave that container and its cgroup alone.
+/// runc's update values: sizes with units, -1 for unlimited (memory, with its swap; CPU quota;
+/// pids), landing in the container's cgroup; a stopped container is not updated.
+#[test]
+fn update_takes_runc_sizes_and_unlimited() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("updunits");
+    let pid = rt.started(&bundle, &id);
+    let read = |controller: &str, file: &str| {
+        fs::read_to_string(format!(
+            "/sys/fs/cgroup/{controller}{}/{file}",
+            cgroup_of(pid, controller)
+        ))
+        .unwrap()
+        .trim()
+        .to_owned()
+    };
+    rt.ok(&[
+        "update",
+        "--memory",
+        "100m",
+        "--memory-reservation",
+        "50M",
+        "--cpu-quota",
+        "20000",
+        "--pids-limit",
+        "30",
+        &id,
+    ]);
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "104857600");
+    assert_eq!(read("memory", "memory.soft_limit_in_bytes"), "52428800");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
+    assert_eq!(read("pids", "pids.max"), "30");
+
+    rt.ok(&[
+        "update",
+        "--memory",
+        "-1",
+        "--cpu-quota",
+        "-1",
+        "--pids-limit",
+        "-1",
+        &id,
+    ]);
+    let unlimited: u64 = read("memory", "memory.limit_in_bytes").parse().unwrap();
+    assert!(unlimited > 1 << 60, "memory limit {unlimited}");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "-1");
+    assert_eq!(read("pids", "pids.max"), "max");
+
+    let err = rt.fails(&["update", "--memory", "12x", &id]);
+    assert!(err.contains("12x"), "{err}");
+
+    rt.ok(&["kill", &id, "KILL"]);
+    rt.wait_status(&id, "stopped");
+    let err = rt.fails(&["update", "--pids-limit", "10", &id]);
+    assert!(err.contains("container not running"), "{err}");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn explain_with_a_live_containers_id_leaves_it_running() {
     let rt = Runtime::new();
