@@ -32,6 +32,8 @@ impl Opts {
                 verb.mut_arg("signal", |arg| arg.required(false).default_value("SIGTERM"))
             })
             .mut_subcommand("update", runc_update_values)
+            // runc's `list -f json`.
+            .mut_subcommand("list", |verb| verb.mut_arg("format", |arg| arg.short('f')))
             .mut_arg("log", |arg| {
                 arg.help("Write cdirun's log to this file (default: only errors, on stderr)")
             })

@@ -530,11 +530,23 @@ fn ps_list_and_events_report_the_container() {
     assert_eq!(listed[0]["id"], Value::from(id.clone()));
     assert_eq!(listed[0]["status"], "running");
     assert_eq!(listed[0]["pid"], Value::from(pid));
+    // runc's state fields, rootfs among them, in state and list alike.
+    let rootfs = bundle.path().join("rootfs");
+    assert_eq!(listed[0]["rootfs"], Value::from(rootfs.to_str().unwrap()));
+    assert_eq!(rt.state(&id)["rootfs"], listed[0]["rootfs"]);
+    let short: Vec<Value> = serde_json::from_str(&rt.ok(&["list", "-f", "json"])).unwrap();
+    assert_eq!(short.len(), 1);
     let table = rt.ok(&["list"]);
-    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let header = table.lines().next().unwrap();
+    let columns: Vec<&str> = header.split_whitespace().collect();
     assert_eq!(
-        header,
+        columns,
         ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    );
+    // runc's tabwriter: short columns are twelve wide.
+    assert!(
+        header.starts_with("ID          PID         STATUS      BUNDLE"),
+        "{table}"
     );
     assert!(table.lines().nth(1).unwrap().starts_with(&id), "{table}");
 
