@@ -49,10 +49,28 @@ fn failure_status(command: Option<&Command>) -> u8 {
 /// runc's, the line carries no program name: podman and containerd put the runtime's name in
 /// front of what it prints ("OCI runtime error: cdirun: ...").
 fn fail(err: &anyhow::Error) -> ExitCode {
-    let message = format!("{err:#}").replace('\n', " ");
+    let message = one_line(err);
     tracing::error!("{message}");
     eprintln!("{message}");
     ExitCode::FAILURE
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the line already
+/// holds: libcontainer's and libcgroups' errors often print their source themselves, which would
+/// otherwise show up twice.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// Runs one verb; `Ok` carries the exit status (a container's own for `run` and `exec`).

@@ -170,6 +170,22 @@ fn ids_that_are_paths_are_refused_by_every_verb() {
     assert!(rt.ids().is_empty(), "left: {:?}", rt.ids());
 }
 
+/// A failed cgroup write names the file once: the causes libcgroups repeats in its own text are
+/// not printed twice.
+#[test]
+fn failed_update_names_the_cgroup_file_once() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("updfail");
+    rt.started(&bundle, &id);
+    let err = rt.fails(&["update", "--cpuset-cpus", "9999", &id]);
+    assert_one_line(&err);
+    assert_eq!(err.matches("cpuset.cpus").count(), 1, "{err}");
+    assert!(err.contains(&format!("{id:?}")), "{err}");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn json_log_gets_the_error_as_its_last_line() {
     let rt = Runtime::new();
