@@ -125,8 +125,11 @@ fn create_start_state_delete_lifecycle() {
 
     rt.ok(&["start", &id]);
     assert_eq!(rt.status(&id), "running");
-    // A second start of a running container is an error, as in runc.
-    rt.fails(&["start", &id]);
+    // A second start of a running container is an error, as in runc; so is a plain delete.
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("started already (it is running)"), "{err}");
+    let err = rt.fails(&["delete", &id]);
+    assert!(err.contains("it is running, not stopped"), "{err}");
 
     writeln!(writer, "go").unwrap();
     drop(writer);
@@ -137,6 +140,8 @@ fn create_start_state_delete_lifecycle() {
         "done\n"
     );
 
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("(it is stopped)"), "{err}");
     rt.ok(&["delete", &id]);
     rt.assert_gone(&id);
     rt.fails(&["state", &id]);
@@ -485,9 +490,19 @@ fn pause_and_resume_freeze_the_container() {
     ))
     .unwrap();
     assert_eq!(freezer.trim(), "FROZEN", "{}", state_of(pid));
+    // runc's words: pause needs a running container, resume a paused one.
+    let err = rt.fails(&["pause", &id]);
+    assert!(
+        err.contains("container not running (it is paused)"),
+        "{err}"
+    );
     rt.ok(&["resume", &id]);
     assert_eq!(rt.status(&id), "running");
-    rt.fails(&["resume", &id]);
+    let err = rt.fails(&["resume", &id]);
+    assert!(
+        err.contains("container not paused (it is running)"),
+        "{err}"
+    );
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
@@ -543,11 +558,10 @@ fn ps_list_and_events_report_the_container() {
         columns,
         ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
     );
-    // runc's tabwriter: short columns are twelve wide.
-    assert!(
-        header.starts_with("ID          PID         STATUS      BUNDLE"),
-        "{table}"
-    );
+    // runc's tabwriter: a column is its widest cell plus three, at least twelve wide.
+    let pid_at = (id.len() + 3).max(12);
+    assert_eq!(header.find("PID"), Some(pid_at), "{table}");
+    assert_eq!(header.find("STATUS"), Some(pid_at + 12), "{table}");
     assert!(table.lines().nth(1).unwrap().starts_with(&id), "{table}");
 
     let event: Value = serde_json::from_str(rt.ok(&["events", "--stats", &id]).trim()).unwrap();

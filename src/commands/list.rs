@@ -58,10 +58,7 @@ impl<'a> Summary<'a> {
     }
 
     fn status_word(&self) -> String {
-        serde_json::to_value(self.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        super::status_word(self.status)
     }
 }
 

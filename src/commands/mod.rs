@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use libcgroups::common::{AnyCgroupManager, CgroupConfig};
-use libcontainer::container::Container;
 use libcontainer::container::state::State;
+use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::wait::WaitStatus;
 
 /// Global flags every verb may need, already validated.
@@ -69,6 +69,30 @@ pub fn load_container(globals: &Globals, id: &str) -> Result<Container> {
         bail!("container {id:?} does not exist");
     }
     Container::load(dir).with_context(|| format!("cannot load state of container {id:?}"))
+}
+
+/// A status as the OCI state names it (`running`, `stopped`, ...).
+pub fn status_word(status: ContainerStatus) -> String {
+    status.to_string().to_lowercase()
+}
+
+/// Refuses a verb unless the container is in one of `allowed`, with runc's words for why (the
+/// status was refreshed when the container was loaded).
+pub fn require_status(
+    container: &Container,
+    allowed: &[ContainerStatus],
+    verb: &str,
+    reason: &str,
+) -> Result<()> {
+    let status = container.status();
+    if !allowed.contains(&status) {
+        bail!(
+            "cannot {verb} container {:?}: {reason} (it is {})",
+            container.id(),
+            status_word(status)
+        );
+    }
+    Ok(())
 }
 
 /// The cgroup manager for a container's cgroup, as recorded at create.
