@@ -31,6 +31,9 @@ impl Opts {
             .mut_subcommand("kill", |verb| {
                 verb.mut_arg("signal", |arg| arg.required(false).default_value("SIGTERM"))
             })
+            .mut_subcommand("update", runc_update_values)
+            // runc's `list -f json`.
+            .mut_subcommand("list", |verb| verb.mut_arg("format", |arg| arg.short('f')))
             .mut_arg("log", |arg| {
                 arg.help("Write cdirun's log to this file (default: only errors, on stderr)")
             })
@@ -41,6 +44,66 @@ impl Opts {
         let matches = command.get_matches();
         Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
     }
+}
+
+/// runc's `update` values: memory sizes with units (`512m`, `1g`) or -1 for unlimited, and a
+/// negative CPU quota, realtime runtime or pids limit (-1: unlimited). liboci-cli parses plain
+/// unsigned numbers; its `u64` fields carry a negative value as its two's complement, which
+/// `update` turns back with `as i64`.
+fn runc_update_values(verb: clap::Command) -> clap::Command {
+    let bytes = |arg: clap::Arg| arg.allow_negative_numbers(true).value_parser(parse_bytes);
+    let signed = |arg: clap::Arg| arg.allow_negative_numbers(true).value_parser(parse_signed);
+    verb.mut_arg("memory", bytes)
+        .mut_arg("memory_reservation", bytes)
+        .mut_arg("memory_swap", |arg| {
+            arg.allow_negative_numbers(true)
+                .value_parser(|text: &str| parse_bytes(text).map(|v| v as i64))
+        })
+        .mut_arg("cpu_quota", signed)
+        .mut_arg("cpu_rt_runtime", signed)
+        .mut_arg("pids_limit", |arg| arg.allow_negative_numbers(true))
+}
+
+/// A size as runc reads one: `-1`, or a number with an optional binary unit (`k`, `m`, `g`, `t`,
+/// `p`, any case, optionally followed by `i` and `b`: `512m`, `1.5GiB`, `100kb`).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let invalid =
+        || format!("invalid size {text:?}: use bytes, a number with k, m, g, t or p, or -1");
+    let trimmed = text.trim();
+    if trimmed == "-1" {
+        return Ok(-1i64 as u64);
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let unit = unit.trim_start();
+    let unit = unit.strip_suffix('b').unwrap_or(unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let power = match unit {
+        "" => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        "p" => 5,
+        _ => return Err(invalid()),
+    };
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    let bytes = value * 1024f64.powi(power);
+    if !bytes.is_finite() || bytes > i64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(bytes as u64)
+}
+
+/// A signed number for a `u64` field (see [`runc_update_values`]).
+fn parse_signed(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<i64>()
+        .map(|v| v as u64)
+        .map_err(|err| format!("invalid number {text:?}: {err}"))
 }
 
 /// Global flags runc accepts that liboci-cli's `GlobalOpts` does not carry.
@@ -124,6 +187,31 @@ impl LogFormat {
             None | Some("text") => Ok(Self::Text),
             Some("json") => Ok(Self::Json),
             Some(other) => Err(format!("invalid log-format {other:?}: use text or json")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_runc_reads_them() {
+        let cases = [
+            ("1048576", Ok(1 << 20)),
+            ("512m", Ok(512 << 20)),
+            ("512M", Ok(512 << 20)),
+            ("1g", Ok(1 << 30)),
+            ("1.5GiB", Ok(3 << 29)),
+            ("100kb", Ok(100 << 10)),
+            ("2 t", Ok(2 << 40)),
+            ("-1", Ok(u64::MAX)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_bytes(text), want, "{text}");
+        }
+        for bad in ["", "m", "12x", "-2", "1..2m", "1e3"] {
+            assert!(parse_bytes(bad).is_err(), "{bad} was accepted");
         }
     }
 }

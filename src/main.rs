@@ -26,9 +26,22 @@ fn main() -> ExitCode {
             .display();
         return fail(&anyhow::anyhow!("cannot open log file {path}: {err}"));
     }
+    let failure = failure_status(opts.command.as_ref());
     match dispatch(opts) {
         Ok(code) => ExitCode::from(code as u8),
-        Err(err) => fail(&err),
+        Err(err) => {
+            fail(&err);
+            ExitCode::from(failure)
+        }
+    }
+}
+
+/// The status of a failed verb. Like runc, `exec` fails with 255, so that its own failure (no
+/// such container, no such command) is told apart from the exit status of the process it ran.
+fn failure_status(command: Option<&Command>) -> u8 {
+    match command {
+        Some(Command::Common(cmd)) if matches!(**cmd, CommonCmd::Exec(_)) => 255,
+        _ => 1,
     }
 }
 
@@ -36,10 +49,28 @@ fn main() -> ExitCode {
 /// runc's, the line carries no program name: podman and containerd put the runtime's name in
 /// front of what it prints ("OCI runtime error: cdirun: ...").
 fn fail(err: &anyhow::Error) -> ExitCode {
-    let message = format!("{err:#}").replace('\n', " ");
+    let message = one_line(err);
     tracing::error!("{message}");
     eprintln!("{message}");
     ExitCode::FAILURE
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the line already
+/// holds: libcontainer's and libcgroups' errors often print their source themselves, which would
+/// otherwise show up twice.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// Runs one verb; `Ok` carries the exit status (a container's own for `run` and `exec`).
@@ -52,6 +83,9 @@ fn dispatch(opts: Opts) -> Result<i32> {
         Opts::command().print_help()?;
         return Ok(0);
     };
+    if let Some(id) = container_id(&command) {
+        commands::validate_id(id)?;
+    }
     if enters_container(&command) {
         seal::ensure()?;
     }
@@ -94,6 +128,35 @@ fn dispatch(opts: Opts) -> Result<i32> {
         },
         Command::Explain(args) => done(commands::explain::explain(args, &globals)),
     }
+}
+
+/// The container id a verb names, checked before any verb turns it into a path.
+fn container_id(command: &Command) -> Option<&str> {
+    let id = match command {
+        Command::Standard(cmd) => match &**cmd {
+            StandardCmd::Create(args) => &args.container_id,
+            StandardCmd::Start(args) => &args.container_id,
+            StandardCmd::State(args) => &args.container_id,
+            StandardCmd::Kill(args) => &args.container_id,
+            StandardCmd::Delete(args) => &args.container_id,
+        },
+        Command::Common(cmd) => match &**cmd {
+            CommonCmd::Run(args) => &args.container_id,
+            CommonCmd::Exec(args) => &args.container_id,
+            CommonCmd::Ps(args) => &args.container_id,
+            CommonCmd::Pause(args) => &args.container_id,
+            CommonCmd::Resume(args) => &args.container_id,
+            CommonCmd::Events(args) => &args.container_id,
+            CommonCmd::Update(args) => &args.container_id,
+            CommonCmd::Spec(_)
+            | CommonCmd::List(_)
+            | CommonCmd::Features(_)
+            | CommonCmd::Checkpointt(_) => return None,
+        },
+        Command::Explain(args) => &args.id,
+        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) => return None,
+    };
+    Some(id)
 }
 
 /// Verbs that start a process inside a container: only they pay for sealing the binary.

@@ -128,6 +128,43 @@ fn spec_writes_a_parseable_config_and_refuses_to_overwrite() {
     assert_eq!(spec["linux"]["uidMappings"][0]["containerID"], 0);
 }
 
+/// The rootless template runs as it is: a single-id user namespace cannot mount sysfs or name
+/// the tty group, so /sys is bound and `gid=5` left out, as in runc's.
+#[test]
+fn rootless_spec_runs_a_container() {
+    let rt = Runtime::new();
+    let dir = tempfile::Builder::new()
+        .prefix("cdirun-rootless-")
+        .tempdir()
+        .unwrap();
+    common::make_rootfs(&dir.path().join("rootfs"));
+    rt.ok(&[
+        "spec",
+        "--rootless",
+        "--bundle",
+        dir.path().to_str().unwrap(),
+    ]);
+    let config = dir.path().join("config.json");
+    let mut spec: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    let sys = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/sys")
+        .unwrap()
+        .clone();
+    assert_eq!(sys["source"], "/sys", "{sys}");
+    assert!(!spec.to_string().contains("gid=5"));
+    spec["process"]["terminal"] = Value::Bool(false);
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", "test -d /sys/class && id -u"]);
+    fs::write(&config, spec.to_string()).unwrap();
+    let id = unique_id("rootless");
+    let out = rt.run(&["run", "--bundle", dir.path().to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0\n");
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn checkpoint_is_reported_unsupported_even_for_help() {
     for args in [
@@ -248,6 +285,33 @@ fn exec_with_tty_sends_its_pty_over_the_console_socket() {
             .unwrap()
             > 0
     );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// `exec --tty` with argv (no process file) also gets a terminal over the console socket.
+#[test]
+fn exec_argv_with_tty_gets_a_terminal() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("execargvtty");
+    rt.started(&bundle, &id);
+    let mut console = ConsoleSocket::listen();
+    let out = rt.run(&[
+        "exec",
+        "--detach",
+        "--tty",
+        "--console-socket",
+        &console.path(),
+        &id,
+        "sh",
+        "-c",
+        "tty; echo argv-over-the-pty",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut master = console.master();
+    let seen = read_pty_until(&mut master, "argv-over-the-pty");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }

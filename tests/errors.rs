@@ -191,6 +191,64 @@ fn unknown_id_is_an_error_naming_it_for_every_verb() {
     assert!(rt.ids().is_empty());
 }
 
+/// An id is a name under `--root`, never a path: `..`, `/` and the like are refused by every verb
+/// before it touches anything, as runc refuses them.
+#[test]
+fn ids_that_are_paths_are_refused_by_every_verb() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    // A directory next to the root that `../<name>` would name.
+    let victim = tempfile::Builder::new()
+        .prefix("cdirun-victim-")
+        .tempdir_in(rt.root().parent().unwrap())
+        .unwrap();
+    fs::write(victim.path().join("keep"), "").unwrap();
+    let outside = format!(
+        "../{}",
+        victim.path().file_name().unwrap().to_str().unwrap()
+    );
+    let bundle_dir = bundle.path().to_str().unwrap();
+    for id in [outside.as_str(), "..", ".", "a/b", "a b"] {
+        for args in [
+            vec!["delete", "--force", id],
+            vec!["delete", id],
+            vec!["create", "--bundle", bundle_dir, id],
+            vec!["run", "--detach", "--bundle", bundle_dir, id],
+            vec!["state", id],
+            vec!["kill", id, "KILL"],
+            vec!["exec", id, "true"],
+        ] {
+            let err = rt.fails(&args);
+            assert_one_line(&err);
+            assert!(
+                err.contains(&format!("invalid container id {id:?}")),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    assert!(
+        victim.path().join("keep").exists(),
+        "delete removed {outside}"
+    );
+    assert!(rt.ids().is_empty(), "left: {:?}", rt.ids());
+}
+
+/// A failed cgroup write names the file once: the causes libcgroups repeats in its own text are
+/// not printed twice.
+#[test]
+fn failed_update_names_the_cgroup_file_once() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("updfail");
+    rt.started(&bundle, &id);
+    let err = rt.fails(&["update", "--cpuset-cpus", "9999", &id]);
+    assert_one_line(&err);
+    assert_eq!(err.matches("cpuset.cpus").count(), 1, "{err}");
+    assert!(err.contains(&format!("{id:?}")), "{err}");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn json_log_gets_the_error_as_its_last_line() {
     let rt = Runtime::new();

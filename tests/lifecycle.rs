@@ -125,8 +125,11 @@ fn create_start_state_delete_lifecycle() {
 
     rt.ok(&["start", &id]);
     assert_eq!(rt.status(&id), "running");
-    // A second start of a running container is an error, as in runc.
-    rt.fails(&["start", &id]);
+    // A second start of a running container is an error, as in runc; so is a plain delete.
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("started already (it is running)"), "{err}");
+    let err = rt.fails(&["delete", &id]);
+    assert!(err.contains("it is running, not stopped"), "{err}");
 
     writeln!(writer, "go").unwrap();
     drop(writer);
@@ -137,6 +140,8 @@ fn create_start_state_delete_lifecycle() {
         "done\n"
     );
 
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("(it is stopped)"), "{err}");
     rt.ok(&["delete", &id]);
     rt.assert_gone(&id);
     rt.fails(&["state", &id]);
@@ -203,6 +208,38 @@ fn kill_by_name_and_number_and_all() {
     for id in [by_name, by_number, all] {
         rt.assert_gone(&id);
     }
+}
+
+/// runc takes any signal number: 0 only asks whether the init is there, and realtime ones (podman
+/// stops a systemd container with SIGRTMIN+3, sent as 37) reach the process. A stopped
+/// container is "container not running", the words containerd reads as "already stopped".
+#[test]
+fn kill_takes_signal_zero_and_realtime_numbers() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo rtmin3; exit 0' 37; while true; do sleep 0.05; done",
+    ]);
+    let id = unique_id("killrt");
+    rt.started(&bundle, &id);
+    std::thread::sleep(Duration::from_millis(200));
+    rt.ok(&["kill", &id, "0"]);
+    assert_eq!(rt.status(&id), "running");
+    rt.ok(&["kill", &id, "37"]);
+    rt.wait_status(&id, "stopped");
+    assert_eq!(
+        fs::read_to_string(bundle.path().join("stdout")).unwrap(),
+        "rtmin3\n"
+    );
+    for signal in ["0", "KILL"] {
+        let err = rt.fails(&["kill", &id, signal]);
+        assert!(err.contains("container not running"), "{err}");
+    }
+    let err = rt.fails(&["kill", &id, "65"]);
+    assert!(err.contains("unknown signal \"65\""), "{err}");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
 }
 
 #[test]
@@ -299,6 +336,144 @@ fn exec_argv_process_file_and_detach() {
     rt.assert_gone(&id);
 }
 
+/// An argv exec runs as the container's own process does (runc's rule): its user, extra groups,
+/// cwd, rlimits and environment, with the flags laid over them.
+#[test]
+fn exec_argv_inherits_the_container_process() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| {
+        let process = &mut spec["process"];
+        process["user"] = serde_json::json!({"uid": 65534, "gid": 65534, "additionalGids": [7]});
+        process["cwd"] = Value::from("/tmp");
+        process["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(Value::from("FROM_SPEC=spec"));
+        process["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512}]);
+    });
+    let id = unique_id("execinherit");
+    rt.started(&bundle, &id);
+    let show = "id; pwd; ulimit -n; echo $FROM_SPEC";
+
+    let out = rt.run(&["exec", &id, "sh", "-c", show]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "uid=65534 gid=65534 groups=7\n/tmp\n512\nspec\n"
+    );
+
+    let out = rt.run(&[
+        "exec",
+        "--user",
+        "0",
+        "--additional-gids",
+        "9",
+        "--cwd",
+        "/",
+        "--env",
+        "FROM_SPEC=flag",
+        &id,
+        "sh",
+        "-c",
+        show,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // --user without a gid keeps the container's gid; --additional-gids adds to its groups.
+    assert_eq!(
+        text(&out.stdout),
+        "uid=0(root) gid=65534 groups=7,9\n/\n512\nflag\n"
+    );
+
+    // --cap raises a capability the container's process lacks (CAP_CHOWN is bit 0).
+    let effective = |out: &std::process::Output| {
+        let status = text(&out.stdout);
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("CapEff:"))
+            .unwrap_or_else(|| panic!("{status}"))
+            .to_owned();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let plain = rt.run(&["exec", "--user", "0:0", &id, "cat", "/proc/self/status"]);
+    let raised = rt.run(&[
+        "exec",
+        "--user",
+        "0:0",
+        "--cap",
+        "CAP_CHOWN",
+        &id,
+        "cat",
+        "/proc/self/status",
+    ]);
+    assert_eq!(effective(&plain) & 1, 0);
+    assert_eq!(effective(&raised) & 1, 1);
+
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// runc's exec statuses: the process's own status when it ran, 255 when exec itself failed; a
+/// bad --process file is named; a file without `user` runs as root, as runc reads it.
+#[test]
+fn exec_failures_exit_255_and_name_what_is_wrong() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("execfail");
+    rt.started(&bundle, &id);
+
+    let status = |args: &[&str]| rt.run(args).status.code();
+    assert_eq!(status(&["exec", &id, "sh", "-c", "exit 3"]), Some(3));
+    assert_eq!(status(&["exec", "no-such-container", "true"]), Some(255));
+    assert_eq!(status(&["exec", &id, "no-such-command"]), Some(255));
+    assert_eq!(status(&["exec", &id]), Some(255));
+    assert_eq!(
+        status(&["exec", "--cwd", "relative", &id, "true"]),
+        Some(255)
+    );
+
+    let missing = bundle.path().join("missing.json");
+    let out = rt.run(&["exec", "--process", missing.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains(missing.to_str().unwrap()),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let no_user = bundle.path().join("no-user.json");
+    fs::write(
+        &no_user,
+        r#"{"cwd": "/", "args": ["id", "-u"], "env": ["PATH=/bin"]}"#,
+    )
+    .unwrap();
+    let out = rt.run(&["exec", "--process", no_user.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0\n");
+
+    // A detached terminal has nowhere to go without a console socket.
+    let out = rt.run(&["exec", "--tty", "--detach", &id, "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("--console-socket"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The process file is gone once the process started.
+    let left: Vec<_> = fs::read_dir(rt.root().join(&id))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("exec-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn pause_and_resume_freeze_the_container() {
     let rt = Runtime::new();
@@ -315,9 +490,19 @@ fn pause_and_resume_freeze_the_container() {
     ))
     .unwrap();
     assert_eq!(freezer.trim(), "FROZEN", "{}", state_of(pid));
+    // runc's words: pause needs a running container, resume a paused one.
+    let err = rt.fails(&["pause", &id]);
+    assert!(
+        err.contains("container not running (it is paused)"),
+        "{err}"
+    );
     rt.ok(&["resume", &id]);
     assert_eq!(rt.status(&id), "running");
-    rt.fails(&["resume", &id]);
+    let err = rt.fails(&["resume", &id]);
+    assert!(
+        err.contains("container not paused (it is running)"),
+        "{err}"
+    );
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
@@ -360,12 +545,23 @@ fn ps_list_and_events_report_the_container() {
     assert_eq!(listed[0]["id"], Value::from(id.clone()));
     assert_eq!(listed[0]["status"], "running");
     assert_eq!(listed[0]["pid"], Value::from(pid));
+    // runc's state fields, rootfs among them, in state and list alike.
+    let rootfs = bundle.path().join("rootfs");
+    assert_eq!(listed[0]["rootfs"], Value::from(rootfs.to_str().unwrap()));
+    assert_eq!(rt.state(&id)["rootfs"], listed[0]["rootfs"]);
+    let short: Vec<Value> = serde_json::from_str(&rt.ok(&["list", "-f", "json"])).unwrap();
+    assert_eq!(short.len(), 1);
     let table = rt.ok(&["list"]);
-    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let header = table.lines().next().unwrap();
+    let columns: Vec<&str> = header.split_whitespace().collect();
     assert_eq!(
-        header,
+        columns,
         ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
     );
+    // runc's tabwriter: a column is its widest cell plus three, at least twelve wide.
+    let pid_at = (id.len() + 3).max(12);
+    assert_eq!(header.find("PID"), Some(pid_at), "{table}");
+    assert_eq!(header.find("STATUS"), Some(pid_at + 12), "{table}");
     assert!(table.lines().nth(1).unwrap().starts_with(&id), "{table}");
 
     let event: Value = serde_json::from_str(rt.ok(&["events", "--stats", &id]).trim()).unwrap();
@@ -431,6 +627,66 @@ fn update_applies_resources_from_stdin_file_and_flags() {
 
 /// `explain` computes claims without taking or releasing any: run with the id of a live
 /// container it must leave that container and its cgroup alone.
+/// runc's update values: sizes with units, -1 for unlimited (memory, with its swap; CPU quota;
+/// pids), landing in the container's cgroup; a stopped container is not updated.
+#[test]
+fn update_takes_runc_sizes_and_unlimited() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("updunits");
+    let pid = rt.started(&bundle, &id);
+    let read = |controller: &str, file: &str| {
+        fs::read_to_string(format!(
+            "/sys/fs/cgroup/{controller}{}/{file}",
+            cgroup_of(pid, controller)
+        ))
+        .unwrap()
+        .trim()
+        .to_owned()
+    };
+    rt.ok(&[
+        "update",
+        "--memory",
+        "100m",
+        "--memory-reservation",
+        "50M",
+        "--cpu-quota",
+        "20000",
+        "--pids-limit",
+        "30",
+        &id,
+    ]);
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "104857600");
+    assert_eq!(read("memory", "memory.soft_limit_in_bytes"), "52428800");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
+    assert_eq!(read("pids", "pids.max"), "30");
+
+    rt.ok(&[
+        "update",
+        "--memory",
+        "-1",
+        "--cpu-quota",
+        "-1",
+        "--pids-limit",
+        "-1",
+        &id,
+    ]);
+    let unlimited: u64 = read("memory", "memory.limit_in_bytes").parse().unwrap();
+    assert!(unlimited > 1 << 60, "memory limit {unlimited}");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "-1");
+    assert_eq!(read("pids", "pids.max"), "max");
+
+    let err = rt.fails(&["update", "--memory", "12x", &id]);
+    assert!(err.contains("12x"), "{err}");
+
+    rt.ok(&["kill", &id, "KILL"]);
+    rt.wait_status(&id, "stopped");
+    let err = rt.fails(&["update", "--pids-limit", "10", &id]);
+    assert!(err.contains("container not running"), "{err}");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn explain_with_a_live_containers_id_leaves_it_running() {
     let rt = Runtime::new();

@@ -24,7 +24,7 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
     }
     let mut container = super::load_container(globals, id)?;
     if !args.force {
-        refuse_created(&container)?;
+        refuse_unstopped(&container)?;
     }
     delete_container(&mut container, &dir, args.force)
 }
@@ -33,11 +33,13 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
 /// leave it as it is. libcontainer 0.7 kills and deletes a `created` one anyway (as runc does);
 /// containerd and podman pass `--force` for those, so only a plain delete is refused. The status
 /// is current: loading the container just refreshed it.
-fn refuse_created(container: &Container) -> Result<()> {
-    if container.status() == ContainerStatus::Created {
+fn refuse_unstopped(container: &Container) -> Result<()> {
+    let status = container.status();
+    if status != ContainerStatus::Stopped {
         anyhow::bail!(
-            "cannot delete container {:?}: it is created, not stopped (start it, or use delete --force)",
-            container.id()
+            "cannot delete container {:?}: it is {}, not stopped (use delete --force to kill it)",
+            container.id(),
+            super::status_word(status)
         );
     }
     Ok(())

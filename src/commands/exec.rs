@@ -1,11 +1,21 @@
 //! `exec`: run a process inside a running container (`--process FILE` or argv), in the
 //! foreground (its exit status is ours) or with `--detach`.
+//!
+//! The process is always handed to libcontainer as a file. With argv it is built as runc builds
+//! it: the container's own process (user, cwd, capabilities, rlimits, ...) with the command and
+//! the flags laid over it. libcontainer's own argv mode starts from an empty process instead, so
+//! an exec in a container that runs as `nobody` would run as root in `/` and ignore `--tty`.
 
-use anyhow::{Context, Result};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
+use serde_json::{Map, Value, json};
 
 use super::Globals;
 use crate::cgroup;
@@ -14,11 +24,19 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     let id = &args.container_id;
     // Refuse early with runc's message rather than libcontainer's state-file error.
     let container = super::load_container(globals, id)?;
-    let pid_file = args.pid_file.as_deref().map(super::absolute).transpose()?;
-    let (user, group) = match args.user {
-        Some((uid, gid)) => (Some(uid), gid),
-        None => (None, None),
+    let process = match &args.process {
+        Some(path) => from_file(path)?,
+        None => from_flags(&args, &container)?,
     };
+    check(&process)?;
+    if process.get("terminal") == Some(&Value::Bool(true))
+        && args.detach
+        && args.console_socket.is_none()
+    {
+        bail!("a detached exec with a terminal needs --console-socket to send the terminal to");
+    }
+    let process_file = ProcessFile::write(&globals.container_dir(id), &process)?;
+    let pid_file = args.pid_file.as_deref().map(super::absolute).transpose()?;
     let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(super::executor::RuncExecutor)
         .with_root_path(&globals.root)?
@@ -28,21 +46,12 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         .validate_id()?
         .as_tenant()
         .with_detach(args.detach)
-        .with_cwd(args.cwd.as_ref())
-        .with_env(args.env.into_iter().collect())
-        .with_process(args.process.as_ref())
-        .with_no_new_privs(args.no_new_privs)
-        .with_container_args(args.command)
-        .with_additional_gids(args.additional_gids)
-        .with_user(user)
-        .with_group(group)
-        .with_capabilities(args.cap)
+        .with_process(Some(&process_file.path))
         .with_ignore_paused(args.ignore_paused)
         .with_sub_cgroup(args.cgroup)
-        .with_process_label(args.process_label)
-        .with_apparmor(args.apparmor)
         .build()
         .with_context(|| format!("cannot exec in container {id:?}"))?;
+    drop(process_file);
     if let Err(err) = join_unmanaged(&container, pid) {
         tracing::warn!("{err:#}");
     }
@@ -50,6 +59,171 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         return Ok(0);
     }
     super::run::wait_forwarding(pid)
+}
+
+/// `--process FILE`: the file as it is (runc ignores the other process flags then), with runc's
+/// zero value for a missing `user`, which libcontainer would refuse.
+fn from_file(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read process file {}", path.display()))?;
+    let mut process: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid process JSON", path.display()))?;
+    let Some(fields) = process.as_object_mut() else {
+        bail!("{}: a process must be a JSON object", path.display());
+    };
+    fields
+        .entry("user")
+        .or_insert_with(|| json!({"uid": 0, "gid": 0}));
+    Ok(process)
+}
+
+/// argv and flags: the container's process from its config.json, with the command, `--tty`,
+/// `--env` (replacing a variable of the same name), `--cwd`, `--user`, `--additional-gids`,
+/// `--cap`, `--no-new-privs`, `--apparmor` and `--process-label` laid over it as runc does.
+fn from_flags(args: &liboci_cli::Exec, container: &Container) -> Result<Value> {
+    let config_path = container.bundle().join(crate::bundle::CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let config: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
+    let mut process = match config.get("process") {
+        Some(Value::Object(fields)) => fields.clone(),
+        _ => Map::new(),
+    };
+    process.insert("args".into(), json!(args.command));
+    process.insert("terminal".into(), Value::Bool(args.tty));
+    set_env(&mut process, &args.env);
+    if let Some(cwd) = &args.cwd {
+        process.insert("cwd".into(), json!(cwd));
+    }
+    if args.no_new_privs {
+        process.insert("noNewPrivileges".into(), Value::Bool(true));
+    }
+    if let Some(profile) = &args.apparmor {
+        process.insert("apparmorProfile".into(), json!(profile));
+    }
+    if let Some(label) = &args.process_label {
+        process.insert("selinuxLabel".into(), json!(label));
+    }
+    set_user(&mut process, args.user, &args.additional_gids);
+    add_caps(&mut process, &args.cap);
+    Ok(Value::Object(process))
+}
+
+fn set_env(process: &mut Map<String, Value>, overrides: &[(String, String)]) {
+    let mut env: Vec<String> = process
+        .get("env")
+        .and_then(Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (key, value) in overrides {
+        env.retain(|entry| entry.split('=').next() != Some(key.as_str()));
+        env.push(format!("{key}={value}"));
+    }
+    process.insert("env".into(), json!(env));
+}
+
+/// `--user uid[:gid]` replaces the ids; `--additional-gids` adds to the container's own.
+fn set_user(process: &mut Map<String, Value>, user: Option<(u32, Option<u32>)>, gids: &[u32]) {
+    let entry = process.entry("user").or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    let Value::Object(fields) = entry else {
+        return;
+    };
+    if let Some((uid, gid)) = user {
+        fields.insert("uid".into(), json!(uid));
+        if let Some(gid) = gid {
+            fields.insert("gid".into(), json!(gid));
+        }
+    }
+    fields.entry("uid").or_insert(json!(0));
+    fields.entry("gid").or_insert(json!(0));
+    if !gids.is_empty() {
+        let list = fields.entry("additionalGids").or_insert_with(|| json!([]));
+        if let Value::Array(list) = list {
+            list.extend(gids.iter().map(|gid| json!(gid)));
+        }
+    }
+}
+
+/// `--cap` joins the bounding, effective and permitted sets, and the ambient one only when the
+/// container has inheritable capabilities (without them ambient ones cannot be raised).
+fn add_caps(process: &mut Map<String, Value>, caps: &[String]) {
+    if caps.is_empty() {
+        return;
+    }
+    let entry = process.entry("capabilities").or_insert_with(|| json!({}));
+    let Value::Object(sets) = entry else {
+        return;
+    };
+    let mut targets = vec!["bounding", "effective", "permitted"];
+    if sets.get("inheritable").is_some_and(|v| !v.is_null()) {
+        targets.push("ambient");
+    }
+    for set in targets {
+        let list = sets.entry(set).or_insert_with(|| json!([]));
+        if let Value::Array(list) = list {
+            for cap in caps {
+                if !list.iter().any(|c| c.as_str() == Some(cap)) {
+                    list.push(json!(cap));
+                }
+            }
+        }
+    }
+}
+
+/// runc's checks of an exec process, in its words, before anything starts.
+fn check(process: &Value) -> Result<()> {
+    let has_args = process
+        .get("args")
+        .and_then(Value::as_array)
+        .is_some_and(|args| !args.is_empty());
+    if !has_args {
+        bail!("process args cannot be empty: name a command after the container id");
+    }
+    match process.get("cwd").and_then(Value::as_str) {
+        None | Some("") => bail!("process cwd cannot be empty"),
+        Some(cwd) if !cwd.starts_with('/') => {
+            bail!("cwd {cwd:?} must be an absolute path")
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The process for libcontainer, written into the container's state dir (readable by root only:
+/// it carries the environment) and removed once the process started.
+struct ProcessFile {
+    path: PathBuf,
+}
+
+impl ProcessFile {
+    fn write(container_dir: &Path, process: &Value) -> Result<Self> {
+        let path = container_dir.join(format!("exec-{}.json", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let file_guard = Self { path };
+        serde_json::to_writer(&mut file, process)?;
+        file.flush()?;
+        Ok(file_guard)
+    }
+}
+
+impl Drop for ProcessFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// libcontainer joins an exec'd process to the v1 controllers only, so on a hybrid host it would

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use libcontainer::container::state::State;
@@ -21,6 +21,10 @@ pub struct Summary<'a> {
     pub pid: i32,
     pub status: ContainerStatus,
     pub bundle: &'a Path,
+    /// The root filesystem's absolute path, as runc reports it; absent when the bundle's
+    /// config.json can no longer be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<PathBuf>,
     pub created: String,
     pub owner: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,6 +44,7 @@ impl<'a> Summary<'a> {
             pid,
             status: state.status,
             bundle: &state.bundle,
+            rootfs: rootfs_of(&state.bundle),
             created: state
                 .created
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
@@ -53,11 +58,16 @@ impl<'a> Summary<'a> {
     }
 
     fn status_word(&self) -> String {
-        serde_json::to_value(self.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        super::status_word(self.status)
     }
+}
+
+/// `root.path` of the bundle's config.json, made absolute against the bundle.
+fn rootfs_of(bundle: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(bundle.join(crate::bundle::CONFIG_FILE)).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let path = Path::new(config.get("root")?.get("path")?.as_str()?);
+    Some(bundle.join(path))
 }
 
 pub fn list(args: liboci_cli::List, globals: &Globals) -> Result<()> {
@@ -94,6 +104,11 @@ fn load_all(root: &Path) -> Vec<Container> {
     containers
 }
 
+/// runc's table layout (Go's tabwriter): a column is its widest cell plus three spaces, and at
+/// least twelve characters wide.
+const PADDING: usize = 3;
+const MIN_COLUMN: usize = 12;
+
 fn table(summaries: &[Summary]) -> String {
     let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(str::to_owned);
     let rows: Vec<[String; 6]> = summaries
@@ -122,7 +137,8 @@ fn table(summaries: &[Summary]) -> String {
             if i + 1 == row.len() {
                 line.push_str(cell);
             } else {
-                let _ = write!(line, "{cell:<width$}   ");
+                let column = (width + PADDING).max(MIN_COLUMN);
+                let _ = write!(line, "{cell:<column$}");
             }
         }
         out.push_str(line.trim_end());

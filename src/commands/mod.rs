@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use libcgroups::common::{AnyCgroupManager, CgroupConfig};
-use libcontainer::container::Container;
 use libcontainer::container::state::State;
+use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::wait::WaitStatus;
 
 /// Global flags every verb may need, already validated.
@@ -46,6 +46,22 @@ impl Globals {
     }
 }
 
+/// Checks a container id as runc does: letters, digits, `_`, `+`, `-` and `.`, but not `.` or
+/// `..`. Every verb checks it before the id names a directory under `--root`, so no id can reach
+/// outside it (`delete --force ../x` would otherwise remove `x` next to the root).
+pub fn validate_id(id: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.');
+    if id.is_empty() {
+        bail!("container id cannot be empty");
+    }
+    if id == "." || id == ".." || !id.chars().all(allowed) {
+        bail!(
+            "invalid container id {id:?}: use letters, digits, '_', '+', '-' and '.' (not \".\" or \"..\")"
+        );
+    }
+    Ok(())
+}
+
 /// Loads a container's state, with runc's message when there is none.
 pub fn load_container(globals: &Globals, id: &str) -> Result<Container> {
     let dir = globals.container_dir(id);
@@ -53,6 +69,30 @@ pub fn load_container(globals: &Globals, id: &str) -> Result<Container> {
         bail!("container {id:?} does not exist");
     }
     Container::load(dir).with_context(|| format!("cannot load state of container {id:?}"))
+}
+
+/// A status as the OCI state names it (`running`, `stopped`, ...).
+pub fn status_word(status: ContainerStatus) -> String {
+    status.to_string().to_lowercase()
+}
+
+/// Refuses a verb unless the container is in one of `allowed`, with runc's words for why (the
+/// status was refreshed when the container was loaded).
+pub fn require_status(
+    container: &Container,
+    allowed: &[ContainerStatus],
+    verb: &str,
+    reason: &str,
+) -> Result<()> {
+    let status = container.status();
+    if !allowed.contains(&status) {
+        bail!(
+            "cannot {verb} container {:?}: {reason} (it is {})",
+            container.id(),
+            status_word(status)
+        );
+    }
+    Ok(())
 }
 
 /// The cgroup manager for a container's cgroup, as recorded at create.

@@ -1,11 +1,18 @@
 //! `resume`: thaw a paused container.
 
 use anyhow::{Context, Result};
+use libcontainer::container::ContainerStatus;
 
 use super::Globals;
 
 pub fn resume(args: liboci_cli::Resume, globals: &Globals) -> Result<()> {
     let mut container = super::load_container(globals, &args.container_id)?;
+    super::require_status(
+        &container,
+        &[ContainerStatus::Paused],
+        "resume",
+        "container not paused",
+    )?;
     container
         .resume()
         .with_context(|| format!("cannot resume container {:?}", args.container_id))

@@ -1,12 +1,12 @@
 //! `spec`: write a default config.json (runc's template) into the bundle or current directory.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use libcontainer::oci_spec::runtime::{
     LinuxDeviceCgroup, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
-    Spec,
+    Mount, Spec,
 };
 
 use crate::bundle::CONFIG_FILE;
@@ -90,5 +90,33 @@ fn rootless() -> Result<Spec> {
         .set_uid_mappings(Some(vec![mapping(uid)?]))
         .set_gid_mappings(Some(vec![mapping(gid)?]))
         .set_resources(None);
+    let mounts = spec
+        .mounts()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(rootless_mount)
+        .collect();
+    spec.set_mounts(Some(mounts));
     Ok(spec)
+}
+
+/// As runc's rootless template has them: sysfs cannot be mounted without a network namespace of
+/// the user namespace's own, so /sys is bound from the host, read-only; and `gid=5` (tty) names
+/// a group the single-id mapping does not hold.
+fn rootless_mount(mut mount: Mount) -> Mount {
+    if mount.destination() == Path::new("/sys") {
+        mount
+            .set_typ(Some("none".to_owned()))
+            .set_source(Some(PathBuf::from("/sys")))
+            .set_options(Some(
+                ["rbind", "nosuid", "noexec", "nodev", "ro"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ));
+    }
+    if let Some(options) = mount.options().clone() {
+        mount.set_options(Some(options.into_iter().filter(|o| o != "gid=5").collect()));
+    }
+    mount
 }

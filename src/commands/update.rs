@@ -3,8 +3,9 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcontainer::container::ContainerStatus;
 use libcontainer::oci_spec::runtime::{
     LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources,
 };
@@ -14,6 +15,9 @@ use super::Globals;
 pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
     let id = args.container_id.clone();
     let container = super::load_container(globals, &id)?;
+    if container.status() == ContainerStatus::Stopped {
+        bail!("cannot update container {id:?}: container not running");
+    }
     let resources = match &args.resources {
         Some(path) => read_resources(path)?,
         None => from_flags(&args),
@@ -45,6 +49,8 @@ fn read_resources(path: &std::path::Path) -> Result<LinuxResources> {
     serde_json::from_str(&text).with_context(|| format!("{name}: invalid resources JSON"))
 }
 
+/// runc's flags as OCI resources. `-1` (unlimited) reaches the `u64` fields as `u64::MAX` (see
+/// `cli::runc_update_values`); `as i64` makes it -1 again.
 fn from_flags(args: &liboci_cli::Update) -> LinuxResources {
     let mut resources = LinuxResources::default();
     if args.memory.is_some() || args.memory_reservation.is_some() || args.memory_swap.is_some() {
