@@ -336,6 +336,37 @@ fn exec_argv_process_file_and_detach() {
     rt.assert_gone(&id);
 }
 
+/// libcontainer leaves a notify socket per exec in the container's state dir; cdirun removes
+/// them once each exec has started, without breaking execs that start at the same time.
+#[test]
+fn execs_leave_no_files_in_the_state_dir() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("execfiles");
+    rt.started(&bundle, &id);
+    std::thread::scope(|scope| {
+        for n in 0..6 {
+            let (rt, id) = (&rt, &id);
+            scope.spawn(move || {
+                for _ in 0..4 {
+                    let out = rt.run(&["exec", id, "sh", "-c", &format!("echo {n}")]);
+                    assert!(out.status.success(), "{}", text(&out.stderr));
+                    assert_eq!(text(&out.stdout), format!("{n}\n"));
+                }
+            });
+        }
+    });
+    rt.fails(&["exec", &id, "/no/such/program"]);
+    let left: Vec<String> = fs::read_dir(rt.root().join(&id))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("tenant-"))
+        .collect();
+    assert!(left.is_empty(), "left in the state dir: {left:?}");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 /// An argv exec runs as the container's own process does (runc's rule): its user, extra groups,
 /// cwd, rlimits and environment, with the flags laid over them.
 #[test]

@@ -35,9 +35,11 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     {
         bail!("a detached exec with a terminal needs --console-socket to send the terminal to");
     }
-    let process_file = ProcessFile::write(&globals.container_dir(id), &process)?;
+    let container_dir = globals.container_dir(id);
+    let tenants = TenantFiles::lock(&container_dir)?;
+    let process_file = ProcessFile::write(&container_dir, &process)?;
     let pid_file = args.pid_file.as_deref().map(super::absolute).transpose()?;
-    let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
+    let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(super::executor::RuncExecutor)
         .with_root_path(&globals.root)?
         .with_console_socket(args.console_socket.as_ref())
@@ -49,9 +51,10 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         .with_process(Some(&process_file.path))
         .with_ignore_paused(args.ignore_paused)
         .with_sub_cgroup(args.cgroup)
-        .build()
-        .with_context(|| format!("cannot exec in container {id:?}"))?;
+        .build();
     drop(process_file);
+    tenants.remove();
+    let pid = built.with_context(|| format!("cannot exec in container {id:?}"))?;
     if let Err(err) = join_unmanaged(&container, pid) {
         tracing::warn!("{err:#}");
     }
@@ -59,6 +62,57 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         return Ok(0);
     }
     super::run::wait_forwarding(pid)
+}
+
+/// libcontainer leaves the notify socket of every exec, and the console socket link of a
+/// `--tty` one, in the container's state dir until the container is deleted: a container probed
+/// by exec every few seconds would collect thousands. The names are random, so an exec cannot
+/// tell its own from those of an exec still starting. Execs into one container therefore hold
+/// an exclusive lock on its state dir while libcontainer starts their process; once it returns,
+/// every such file there belongs to a finished start and is removed.
+struct TenantFiles {
+    dir: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// The name prefixes of libcontainer's per-exec files (container/tenant_builder.rs).
+const TENANT_FILE_PREFIXES: [&str; 2] = ["tenant-notify-", "tenant-tty-"];
+
+impl TenantFiles {
+    fn lock(container_dir: &Path) -> Result<Self> {
+        let dir = std::fs::File::open(container_dir)
+            .with_context(|| format!("cannot open {}", container_dir.display()))?;
+        let dir = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)
+            .with_context(|| format!("cannot lock {}", container_dir.display()))?;
+        Ok(TenantFiles { dir })
+    }
+
+    /// Removes the finished starts' files (a failure only costs a stale file) and unlocks.
+    fn remove(self) {
+        use std::os::fd::AsRawFd;
+        let dir_fd = self.dir.as_raw_fd();
+        let Ok(entries) = nix::dir::Dir::openat(
+            Some(dir_fd),
+            ".",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        ) else {
+            return;
+        };
+        for entry in entries.into_iter().flatten() {
+            let name = entry.file_name();
+            let is_tenant = name
+                .to_str()
+                .is_ok_and(|n| TENANT_FILE_PREFIXES.iter().any(|p| n.starts_with(p)));
+            if is_tenant {
+                let _ = nix::unistd::unlinkat(
+                    Some(dir_fd),
+                    name,
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
+        }
+    }
 }
 
 /// `--process FILE`: the file as it is (runc ignores the other process flags then), with runc's
