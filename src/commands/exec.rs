@@ -135,13 +135,9 @@ fn from_file(path: &Path) -> Result<Value> {
 /// `--env` (replacing a variable of the same name), `--cwd`, `--user`, `--additional-gids`,
 /// `--cap`, `--no-new-privs`, `--apparmor` and `--process-label` laid over it as runc does.
 fn from_flags(args: &liboci_cli::Exec, container: &Container) -> Result<Value> {
-    let config_path = container.bundle().join(crate::bundle::CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("cannot read {}", config_path.display()))?;
-    let config: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
-    let mut process = match config.get("process") {
-        Some(Value::Object(fields)) => fields.clone(),
+    let spec = crate::bundle::load(container.bundle())?;
+    let mut process = match serde_json::to_value(spec.process())? {
+        Value::Object(fields) => fields,
         _ => Map::new(),
     };
     process.insert("args".into(), json!(args.command));
