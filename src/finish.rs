@@ -117,7 +117,7 @@ impl CopyUp {
             // Something else was mounted over it: nothing of the image would show anyway.
             return Ok(());
         }
-        let device = stat_fd(target.as_raw_fd())?.st_dev;
+        let device = nix::sys::stat::fstat(target.as_raw_fd())?.st_dev;
         copy_tree(source, &target, device).context("cannot copy the image's files")?;
         if self.read_only {
             let flags = nix::sys::statvfs::fstatvfs(&target)?.flags();
@@ -154,7 +154,7 @@ fn wants_copy_up(client: &Spec, destination: &Path) -> bool {
 /// The directory a mount covers in the rootfs, if there is one.
 fn covered_dir(root: &OwnedFd, mount: &Mount) -> Option<FileStat> {
     let dir = open_in_root(root, mount.destination()).ok()?;
-    stat_fd(dir.as_raw_fd()).ok()
+    nix::sys::stat::fstat(dir.as_raw_fd()).ok()
 }
 
 /// Opens `path` inside `root` the way the container would resolve it: symlinks and `..` never
@@ -191,10 +191,6 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     )?;
     // SAFETY: the descriptor is new and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn stat_fd(fd: RawFd) -> nix::Result<FileStat> {
-    nix::sys::stat::fstat(fd)
 }
 
 /// Runs `work` on a thread that joined the `kind` namespace (a name under /proc/PID/ns) of

@@ -165,11 +165,19 @@ fn check_rlimits(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<()> {
     let rlimits = spec.process().as_ref().and_then(|p| p.rlimits().as_ref());
     let mut may_raise = None;
     for rlimit in rlimits.into_iter().flatten() {
-        let name = serde_json::to_value(rlimit.typ())?;
-        let name = name.as_str().unwrap_or("an rlimit");
+        // Named only for an error: "RLIMIT_NOFILE", as config.json spells it.
+        let name = || {
+            serde_json::to_value(rlimit.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{:?}", rlimit.typ()))
+        };
         let (soft, hard) = (rlimit.soft(), rlimit.hard());
         if soft > hard {
-            bail!("process.rlimits: {name} soft limit {soft} is above its hard limit {hard}");
+            bail!(
+                "process.rlimits: {} soft limit {soft} is above its hard limit {hard}",
+                name()
+            );
         }
         let mut own = libc::rlimit {
             rlim_cur: 0,
@@ -178,7 +186,10 @@ fn check_rlimits(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<()> {
         // SAFETY: getrlimit writes only `own`; the oci-spec enum's values are the kernel's
         // resource numbers (libcontainer passes them to setrlimit the same way).
         if unsafe { libc::getrlimit(rlimit.typ() as _, &mut own) } != 0 {
-            bail!("process.rlimits: {name} is not a limit this kernel knows");
+            bail!(
+                "process.rlimits: {} is not a limit this kernel knows",
+                name()
+            );
         }
         if hard > own.rlim_max
             && !*may_raise.get_or_insert_with(|| {
@@ -187,8 +198,9 @@ fn check_rlimits(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<()> {
             })
         {
             bail!(
-                "process.rlimits: cannot raise the hard limit of {name} to {hard} (cdirun's is {}) \
+                "process.rlimits: cannot raise the hard limit of {} to {hard} (cdirun's is {}) \
                  without CAP_SYS_RESOURCE",
+                name(),
                 own.rlim_max
             );
         }
