@@ -313,11 +313,7 @@ fn exec_argv_with_tty_gets_a_terminal() {
     let seen = read_pty_until(&mut master, "argv-over-the-pty");
     assert!(seen.contains("/dev/pts/"), "{seen}");
     // Nor the link to the console socket that libcontainer makes for it.
-    let left: Vec<_> = fs::read_dir(rt.root().join(&id))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name())
-        .filter(|name| name.to_string_lossy().starts_with("tenant-"))
-        .collect();
+    let left = rt.exec_leftovers(&id);
     assert!(left.is_empty(), "left in the state dir: {left:?}");
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);

@@ -341,11 +341,7 @@ fn execs_leave_no_files_in_the_state_dir() {
         }
     });
     rt.fails(&["exec", &id, "/no/such/program"]);
-    let left: Vec<String> = fs::read_dir(rt.root().join(&id))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("tenant-"))
-        .collect();
+    let left = rt.exec_leftovers(&id);
     assert!(left.is_empty(), "left in the state dir: {left:?}");
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);

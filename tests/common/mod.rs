@@ -257,6 +257,16 @@ impl Runtime {
     }
 
     /// Asserts that no trace of `id` is left: no state dir, no cgroup dir in any hierarchy.
+    /// libcontainer's per-exec files (`tenant-notify-*`, `tenant-tty-*`) in a container's state
+    /// dir: cdirun removes them once an exec has started.
+    pub fn exec_leftovers(&self, id: &str) -> Vec<String> {
+        fs::read_dir(self.root().join(id))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("tenant-"))
+            .collect()
+    }
+
     pub fn assert_gone(&self, id: &str) {
         assert!(
             !self.root().join(id).exists(),
