@@ -23,7 +23,8 @@ host_paths+=(/run/containerd /var/lib/containerd /opt/containerd)
 remember_host
 remember_cgroups "$ns" kubepods k8s.io
 containerd_pid=
-ctr=(timeout 120 ctr --address "$work/containerd.sock" --namespace "$ns")
+ctr_bare=(ctr --address "$work/containerd.sock" --namespace "$ns")
+ctr=(timeout 120 "${ctr_bare[@]}")
 ctr_k8s=(timeout 120 ctr --address "$work/containerd.sock" --namespace k8s.io)
 cri=(timeout 120 env CRI_PB_DIR="$work/cri-pb" /usr/bin/python3 "$repo/conformance/clients/cri/cri.py"
   "$work/containerd.sock")
@@ -147,19 +148,24 @@ task_status() {
   "${ctr[@]}" task list | awk -v id="$1" '$1 == id {print $3}'
 }
 
-# check_tty NAME CMD...: CMD (a ctr --tty command running `tty` in the container) must print the
-# container's own terminal, /dev/pts/0. script(1) gives ctr the terminal it wants; its stdin is
-# /dev/null because script prints nothing at all when its stdin is closed (and the terminal may
-# echo a control character before the output when that stdin ends).
+# check_tty NAME CTR-ARGS...: `ctr CTR-ARGS` (a --tty command running `tty` in the container) must
+# print the container's own terminal, /dev/pts/0. script(1) gives ctr the terminal it wants:
+#  - the time limit wraps script, never ctr inside it: timeout puts its command in a process group
+#    of its own, which is not the terminal's foreground group unless script's shell execs timeout
+#    (bash does, dash does not), and ctr making the terminal raw from a background group is
+#    stopped by SIGTTOU until the limit. script's shell is pinned, as $SHELL differs by host;
+#  - script's stdin is /dev/null, because script prints nothing at all when its stdin is closed
+#    (and the terminal may echo a control character before the output when that stdin ends).
 check_tty() {
-  local name=$1 out
+  local name=$1 out rc=0
   shift
-  out=$(script -qec "${*@Q}" /dev/null </dev/null 2>&1 | tr -d '\r')
-  if grep -q '/dev/pts/0$' <<<"$out"; then
+  out=$(SHELL=/bin/sh timeout 120 script -qec "$(printf '%q ' "${ctr_bare[@]}" "$@")" /dev/null \
+    </dev/null 2>&1 | tr -d '\r') || rc=$?
+  if ((rc == 0)) && grep -q '/dev/pts/0$' <<<"$out"; then
     ok "$name"
   else
-    fail "$name" "want a line /dev/pts/0 in the output of: $*
-got:  $out"
+    fail "$name" "want exit 0 and a line /dev/pts/0 from: ctr $*
+got (exit $rc):  $out"
   fi
 }
 
@@ -173,7 +179,7 @@ check_output "run --rm --runc-binary: output and nested cgroup" "hello
 check_output "run --rm: exit status of the container" "3" \
   bash -c '"$@" run --rm '"${runtime[*]}"' '"$image"' exit3 sh -c "exit 3"; echo $?' _ "${ctr[@]}"
 check_tty "run --rm -t: a terminal through the console socket" \
-  "${ctr[@]}" run --rm --tty "${runtime[@]}" "$image" tty1 tty
+  run --rm --tty "${runtime[@]}" "$image" tty1 tty
 
 check_output "run --mount type=tmpfs (no source) and --read-only" "tmpfs ro" \
   "${ctr[@]}" run --rm "${runtime[@]}" --read-only --mount type=tmpfs,dst=/scratch,options=size=1m \
@@ -206,7 +212,7 @@ check_output "refused checkpoint: the task still runs" "RUNNING" task_status lon
 check_output "task exec: output and exit status" "in-exec
 4" bash -c '"$@" task exec --fifo-dir '"$work/fifo"' --exec-id e1 long sh -c "echo in-exec; exit 4"; echo $?' _ "${ctr[@]}"
 check_tty "task exec -t: a terminal for the exec'd process" \
-  "${ctr[@]}" task exec --fifo-dir "$work/fifo" --tty --exec-id e2 long tty
+  task exec --fifo-dir "$work/fifo" --tty --exec-id e2 long tty
 check "task exec -d: detached process starts" \
   "${ctr[@]}" task exec --fifo-dir "$work/fifo" --detach --exec-id e3 long sleep 999
 check "task ps (cdirun ps --format json): the processes of the cgroup" bash -c '
