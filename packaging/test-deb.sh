@@ -12,6 +12,7 @@ cd "$repo"
 . conformance/clients/lib.sh
 require_root
 scripts/install-deps.sh test
+find_cargo
 
 if dpkg-query -W -f='${Status}' cdirun 2>/dev/null | grep -q installed || [ -e /usr/bin/cdirun ] ||
   [ -e /etc/cdirun ]; then

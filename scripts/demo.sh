@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root
 scripts/install-deps.sh demo
+find_cargo
 cargo build --release --locked --quiet
 cdirun=$PWD/target/release/cdirun
 

@@ -27,7 +27,5 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! command -v cargo >/dev/null; then
-  echo "cargo is missing: install a Rust toolchain (1.85 or newer) with rustup" >&2
-  exit 1
-fi
+. "$(dirname "$0")/lib.sh"
+find_cargo

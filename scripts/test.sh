@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root
 scripts/install-deps.sh test || exit 1
+find_cargo || exit 1
 
 echo "== build"
 cargo build --release --locked --workspace || exit 1
