@@ -498,7 +498,7 @@ proptest! {
     ) {
         let config = Config::default();
         let ctx = edit::Context {
-            systemd_cgroup: systemd,
+            cgroup_driver: if systemd { cdirun::cgroup::Driver::Systemd } else { cdirun::cgroup::Driver::Cgroupfs },
             ..edit::Context::new("c1", &config, Path::new("/run/cdirun"))
         };
         let result = edit::slice::plan(

@@ -532,3 +532,89 @@ fn failed_create_removes_the_scope_in_every_hierarchy() {
     assert_eq!(left, Vec::<PathBuf>::new());
     drop(host);
 }
+
+/// Two containers never share a cgroup: delete kills whatever is left in a container's scope,
+/// so a second container placed in the first one's scope would die with it. The second create
+/// is refused by name, leaves nothing, and the first keeps running.
+#[test]
+fn a_scope_in_use_is_refused_and_its_container_survives() {
+    let host = Host::new();
+    let scope = format!("workload.slice/{}.scope", unique("shared"));
+    let bundle = Bundle::new("", |spec| {
+        spec["annotations"] = json!({ "io.cdirun.slice": scope });
+    });
+    let first = Running {
+        bundle: &bundle,
+        id: unique("first"),
+    };
+    let out = bundle.create(&first.id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let pid = bundle.pid(&first.id);
+
+    let second = unique("second");
+    let out = bundle.create(&second);
+    assert!(!out.status.success(), "a second container joined {scope}");
+    let err = stderr(&out);
+    for word in [
+        format!("/{scope}"),
+        pid.to_string(),
+        "already holds processes".into(),
+    ] {
+        assert!(err.contains(&word), "{err:?} lacks {word:?}");
+    }
+    assert!(!bundle.root().join(&second).exists(), "state dir left");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the refused create killed the first container"
+    );
+    assert_placed(pid, &format!("/{scope}"));
+    let state: Value =
+        serde_json::from_slice(&bundle.cdirun(&["state", &first.id]).stdout).unwrap();
+    assert_eq!(state["status"], "created");
+
+    bundle.delete(&first.id);
+    assert_gone_everywhere(&format!("/{scope}"));
+    drop(first);
+    assert_eq!(host.new_dirs(), Vec::<PathBuf>::new());
+}
+
+/// `--systemd-cgroup` where systemd does not run is refused as runc refuses it, before anything
+/// exists; libcontainer's v1 manager would otherwise make a directory literally named
+/// `workload.slice:cdirun:<id>` at the root of every hierarchy, outside every slice.
+#[test]
+fn systemd_driver_without_systemd_is_refused_and_leaves_nothing() {
+    let host = Host::new();
+    assert!(
+        !Path::new("/run/systemd/system").exists(),
+        "this test checks a host without systemd (as this project's test machines are)"
+    );
+    let bundle = Bundle::new("", |_| {});
+    let id = unique("sd");
+    let config_before = fs::read(bundle.path().join("config.json")).unwrap();
+    let log = bundle.dir.path().join("sd.stderr");
+    let status = bundle
+        .command(&["--systemd-cgroup", "create", "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    let err = fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "--systemd-cgroup create succeeded");
+    for word in ["--systemd-cgroup", "systemd is not running", "cgroupfs"] {
+        assert!(err.contains(word), "{err:?} lacks {word:?}");
+    }
+    assert!(!bundle.root().join(&id).exists(), "state dir left");
+    assert_eq!(
+        fs::read(bundle.path().join("config.json")).unwrap(),
+        config_before
+    );
+    let literal: Vec<PathBuf> = cgroup_dirs()
+        .into_iter()
+        .filter(|d| d.to_string_lossy().contains(&id))
+        .collect();
+    assert_eq!(literal, Vec::<PathBuf>::new());
+    assert_eq!(host.new_dirs(), Vec::<PathBuf>::new());
+}

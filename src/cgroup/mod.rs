@@ -30,6 +30,52 @@ pub const LIBCONTAINER_V1_CONTROLLERS: &[&str] = &[
     "freezer",
 ];
 
+/// The directory whose presence means systemd runs this host (what `sd_booted(3)` checks).
+const SYSTEMD_RUNNING: &str = "/run/systemd/system";
+
+/// How a container's cgroup is named and made: `--systemd-cgroup` and this host's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// cgroupsPath is a path in every hierarchy and cdirun makes the scope.
+    #[default]
+    Cgroupfs,
+    /// `--systemd-cgroup` on a cgroup v2 host: cgroupsPath is `slice:prefix:name` and
+    /// libcontainer asks systemd for the scope unit.
+    Systemd,
+    /// `--systemd-cgroup` on a v1 or hybrid host. libcontainer 0.7 has no systemd driver for v1:
+    /// given `slice:prefix:name` it makes a directory of that literal name at the root of each
+    /// hierarchy, outside every slice. cdirun lays the cgroup out where systemd puts the unit
+    /// (`/<slice>/<prefix>-<name>.scope`) and makes it as a cgroupfs scope.
+    SystemdLayout,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--systemd-cgroup: systemd is not running on this host (no {SYSTEMD_RUNNING}); use the cgroupfs driver"
+)]
+pub struct NoSystemd;
+
+impl Driver {
+    /// The driver for this host. As with runc, `--systemd-cgroup` needs a running systemd.
+    pub fn for_host(systemd_cgroup: bool, hierarchies: &Hierarchies) -> Result<Self, NoSystemd> {
+        if !systemd_cgroup {
+            return Ok(Driver::Cgroupfs);
+        }
+        if !Path::new(SYSTEMD_RUNNING).is_dir() {
+            return Err(NoSystemd);
+        }
+        Ok(match hierarchies.layout() {
+            Some(Layout::V2) => Driver::Systemd,
+            _ => Driver::SystemdLayout,
+        })
+    }
+
+    /// Whether libcontainer is to use its systemd manager.
+    pub fn is_systemd(self) -> bool {
+        self == Driver::Systemd
+    }
+}
+
 /// What kind of cgroup filesystem a mount point is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {

@@ -57,9 +57,12 @@ impl Init<'_> {
 
         let on_disk = bundle::Config::load(&bundle)?;
         check_rlimits(&on_disk.source)?;
+        let hierarchies = cgroup::Hierarchies::discover()
+            .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+        let cgroup_driver = cgroup::Driver::for_host(globals.systemd_cgroup, &hierarchies)?;
         let mut spec = on_disk.source.clone();
         let ctx = edit::Context {
-            systemd_cgroup: globals.systemd_cgroup,
+            cgroup_driver,
             ..edit::Context::new(id, &loaded.config, &globals.root)
         };
         let claims = match edit::apply_all(&mut spec, &ctx) {
@@ -78,7 +81,7 @@ impl Init<'_> {
             claims,
         };
 
-        let placement = match Placement::prepare(&record.claims, &loaded.config) {
+        let placement = match Placement::prepare(hierarchies, &record.claims, &loaded.config) {
             Ok(placement) => placement,
             Err(err) => {
                 release(&record.claims.without_scopes(), &loaded.config);
@@ -87,10 +90,11 @@ impl Init<'_> {
         };
         let leftovers = placement.dirs_to_create();
         let built = self
-            .save_and_build(&bundle, &on_disk, &spec, globals)
+            .save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver)
             .and_then(|mut container| {
                 pause_at("built");
                 let finished = placement.place_init(&container).and_then(|()| {
+                    placement.check_alone(&container)?;
                     pause_at("placed");
                     placement.apply_oom_setting(&spec)?;
                     let pid = container
@@ -134,6 +138,7 @@ impl Init<'_> {
         on_disk: &bundle::Config,
         spec: &libcontainer::oci_spec::runtime::Spec,
         globals: &Globals,
+        cgroup_driver: cgroup::Driver,
     ) -> Result<Container> {
         on_disk.save(bundle, spec)?;
         pause_at("saved");
@@ -148,7 +153,7 @@ impl Init<'_> {
             .with_preserved_fds(self.preserve_fds)
             .validate_id()?
             .as_init(bundle)
-            .with_systemd(globals.systemd_cgroup)
+            .with_systemd(cgroup_driver.is_systemd())
             .with_detach(self.detach)
             .with_no_pivot(self.no_pivot)
             .build()?;
@@ -242,15 +247,19 @@ struct Placement {
 impl Placement {
     /// Creates the acting owner's slices (idempotent; they outlive containers) and the slice
     /// the scope nests in. Runs after the edits, so a refused request has created nothing.
-    fn prepare(claims: &Claims, config: &Config) -> Result<Self> {
-        let hierarchies = cgroup::Hierarchies::discover()
-            .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+    /// Refuses a scope that already holds processes: see [`Placement::check_alone`].
+    fn prepare(hierarchies: cgroup::Hierarchies, claims: &Claims, config: &Config) -> Result<Self> {
         let Some((scope, slice)) = claims.scope() else {
             return Ok(Self {
                 hierarchies,
                 scope: None,
             });
         };
+        let scope = cgroup_path(scope)?;
+        let pids = cgroup::Scope::new(&hierarchies, scope.clone()).pids()?;
+        if !pids.is_empty() {
+            bail!(in_use(&scope, &pids));
+        }
         let owners = cgroup::Owners::from_table(&config.slices.owners)?;
         let mut slices = owners.hierarchy_of(&config.owner)?;
         if let Some(slice) = slice {
@@ -281,9 +290,30 @@ impl Placement {
                 .with_context(|| format!("cannot set the limits of slice {slice}"))?;
         }
         Ok(Self {
-            scope: Some(cgroup_path(scope)?),
+            scope: Some(scope),
             hierarchies,
         })
+    }
+
+    /// A container's cgroup is its own. delete (and a failed create) kill everything left in
+    /// the scope, so a second container in it would die with the first; runc warns about a
+    /// non-empty cgroup and goes on. [`Placement::prepare`] refuses a scope in use; this check,
+    /// after the init is placed, catches a concurrent create that chose the same scope (the
+    /// same id and cgroupsPath under another --root): both then see the other's process.
+    fn check_alone(&self, container: &Container) -> Result<()> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        let init = container
+            .pid()
+            .context("container has no init pid after create")?;
+        let mut pids = cgroup::Scope::new(&self.hierarchies, scope.clone()).pids()?;
+        pids.retain(|&pid| pid != init.as_raw());
+        if pids.is_empty() {
+            Ok(())
+        } else {
+            bail!(in_use(scope, &pids))
+        }
     }
 
     /// The scope's directories that do not exist yet, in every hierarchy: taken before the
@@ -340,6 +370,14 @@ impl Placement {
             .disable_oom_killer()
             .with_context(|| format!("cannot disable the OOM killer of cgroup {path}"))
     }
+}
+
+fn in_use(scope: &cgroup::CgroupPath, pids: &[i32]) -> String {
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    format!(
+        "cgroup {scope} already holds processes ({}) of another container; every container needs a cgroup of its own",
+        pids.join(" ")
+    )
 }
 
 fn cgroup_path(path: &Path) -> Result<cgroup::CgroupPath> {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 use serde_json::Value;
 
 use super::Globals;
@@ -17,8 +17,11 @@ pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
     let bundle = super::absolute(&args.bundle)?;
     let original = bundle::Config::load(&bundle)?.source;
     let mut spec = original.clone();
+    let hierarchies = crate::cgroup::Hierarchies::discover()
+        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
     let ctx = edit::Context {
-        systemd_cgroup: globals.systemd_cgroup,
+        cgroup_driver: crate::cgroup::Driver::for_host(globals.systemd_cgroup, &hierarchies)
+            .map_err(|err| anyhow!(err).context("create would fail"))?,
         dry_run: true,
         ..edit::Context::new(&args.id, &loaded.config, &globals.root)
     };

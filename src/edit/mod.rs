@@ -28,8 +28,8 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub container_id: &'a str,
-    /// `--systemd-cgroup`: cgroupsPath uses the `slice:prefix:name` form.
-    pub systemd_cgroup: bool,
+    /// How the container's cgroup is named and made (`--systemd-cgroup` on this host).
+    pub cgroup_driver: crate::cgroup::Driver,
     /// The config loaded for this create (the one recorded in `cdirun.json`).
     pub config: &'a Config,
     /// `--root`: with the id, names the container in node-wide claims.
@@ -47,7 +47,7 @@ impl<'a> Context<'a> {
     pub fn new(container_id: &'a str, config: &'a Config, root: &'a Path) -> Self {
         Context {
             container_id,
-            systemd_cgroup: false,
+            cgroup_driver: crate::cgroup::Driver::Cgroupfs,
             config,
             root,
             dry_run: false,

@@ -6,7 +6,8 @@
 //! cgroupsPath is nested under the target slice (podman's `/libpod_parent/libpod-<id>` becomes
 //! `/workload.slice/libpod_parent/libpod-<id>`), except for `[slices] respect` prefixes, used as
 //! sent, and paths already in a slice of the owner. With `--systemd-cgroup` the slice part of
-//! `slice:prefix:name` is replaced by the target slice's unit. This module is pure: creating the
+//! `slice:prefix:name` is replaced by the target slice's unit; on a v1 or hybrid host the unit
+//! is then laid out as a cgroupfs path (see [`Driver::SystemdLayout`]). This module is pure: creating the
 //! slice and placing the process happen in `create`, from the claim this edit returns.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use libcontainer::oci_spec::runtime::Spec;
 
 use super::{Context, Edit, EditError};
 use crate::cgroup::owners::expand_slice_unit;
-use crate::cgroup::{CgroupPath, OwnerError, Owners};
+use crate::cgroup::{CgroupPath, Driver, OwnerError, Owners};
 use crate::claims::{Claim, Claims};
 
 /// Annotation naming the slice (or scope) a container goes in: a path such as
@@ -148,10 +149,17 @@ pub fn plan(
             })
         })
         .transpose()?;
-    if ctx.systemd_cgroup {
-        systemd_plan(client, &target, &check, respected, ctx.container_id)
-    } else {
-        cgroupfs_plan(client, target, &check, respected, ctx.container_id)
+    let id = ctx.container_id;
+    match ctx.cgroup_driver {
+        Driver::Cgroupfs => cgroupfs_plan(client, target, &check, respected, id),
+        Driver::Systemd => Ok(systemd_unit(client, &target, &check, respected, id)?.plan()),
+        // An absolute path is this edit's own earlier result (applying twice changes nothing).
+        Driver::SystemdLayout if client.is_some_and(|c| c.starts_with('/')) => {
+            cgroupfs_plan(client, target, &check, respected, id)
+        }
+        Driver::SystemdLayout => {
+            systemd_unit(client, &target, &check, respected, id)?.cgroupfs_plan()
+        }
     }
 }
 
@@ -248,13 +256,47 @@ fn cgroupfs_plan(
     }
 }
 
-fn systemd_plan(
+/// A systemd scope unit: `slice:prefix:name`, the unit `prefix-name.scope` in `slice`.
+struct SystemdUnit {
+    slice: String,
+    prefix: String,
+    name: String,
+    /// The slice as systemd nests it; `None` when the client's own slice is used as sent.
+    owned_slice: Option<CgroupPath>,
+}
+
+impl SystemdUnit {
+    /// For libcontainer's systemd manager: cgroupsPath in the systemd form.
+    fn plan(self) -> Plan {
+        Plan {
+            cgroups_path: format!("{}:{}:{}", self.slice, self.prefix, self.name).into(),
+            scope: None,
+        }
+    }
+
+    /// For [`Driver::SystemdLayout`]: the path systemd gives the unit, made as a cgroupfs scope.
+    fn cgroupfs_plan(self) -> Result<Plan, SliceError> {
+        let slice = expand_slice_unit(&self.slice).ok_or_else(|| SliceError::NotSystemdUnit {
+            slice: self.slice.clone(),
+        })?;
+        let path = slice.child(&format!("{}-{}.scope", self.prefix, self.name));
+        Ok(Plan {
+            cgroups_path: path.absolute(),
+            scope: Some(Claim::Scope {
+                path: path.absolute(),
+                slice: self.owned_slice.map(|s| s.absolute()),
+            }),
+        })
+    }
+}
+
+fn systemd_unit(
     client: Option<&str>,
     target: &CgroupPath,
     check: &Check,
     respected: impl Fn(&CgroupPath) -> bool,
     id: &str,
-) -> Result<Plan, SliceError> {
+) -> Result<SystemdUnit, SliceError> {
     if is_scope(target) {
         return Err(SliceError::ScopeNeedsCgroupfs {
             scope: target.to_string(),
@@ -282,22 +324,25 @@ fn systemd_plan(
             (slice.to_owned(), prefix.to_owned(), name.to_owned())
         }
     };
-    let slice = if slice.is_empty() {
-        unit
+    let owned = |slice: String, path: CgroupPath| (slice, Some(path));
+    let (slice, owned_slice) = if slice.is_empty() {
+        owned(unit, target.clone())
     } else {
         let path = expand_slice_unit(&slice).ok_or_else(|| SliceError::SystemdForm {
             path: client.unwrap_or_default().to_owned(),
         })?;
         match check.owners.owner_of(&path) {
-            _ if !path.is_root() && respected(&path) => slice,
-            Some(owner) if owner == check.acting => slice,
+            _ if !path.is_root() && respected(&path) => (slice, None),
+            Some(owner) if owner == check.acting => owned(slice, path),
             Some(_) => return Err(check.owned(path, FROM_CLIENT).unwrap_err()),
-            None => unit,
+            None => owned(unit, target.clone()),
         }
     };
-    Ok(Plan {
-        cgroups_path: format!("{slice}:{prefix}:{name}").into(),
-        scope: None,
+    Ok(SystemdUnit {
+        slice,
+        prefix,
+        name,
+        owned_slice,
     })
 }
 
@@ -314,9 +359,13 @@ mod tests {
         config
     }
 
-    fn ctx(config: &Config, systemd_cgroup: bool) -> Context<'_> {
+    fn ctx(config: &Config, systemd: bool) -> Context<'_> {
         Context {
-            systemd_cgroup,
+            cgroup_driver: if systemd {
+                Driver::Systemd
+            } else {
+                Driver::Cgroupfs
+            },
             ..Context::new("c1", config, Path::new("/run/cdirun"))
         }
     }
@@ -546,6 +595,82 @@ mod tests {
             let again = Placement.apply(&mut got, &ctx).unwrap();
             assert_eq!(got, spec(Some(want), *annotation), "{name} (twice)");
             assert_eq!(again, want_claims, "{name} (twice)");
+        }
+    }
+
+    /// `--systemd-cgroup` on a v1 or hybrid host: the unit systemd would make, as a cgroupfs
+    /// scope at systemd's path (never the literal `slice:prefix:name` directory).
+    #[test]
+    fn systemd_units_on_v1_are_laid_out_as_systemd_nests_them() {
+        // (name, cgroupsPath, annotation, respect, want cgroupsPath, want slice of the claim)
+        type LayoutCase<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a [&'a str],
+            &'a str,
+            Option<&'a str>,
+        );
+        let cases: &[LayoutCase] = &[
+            (
+                "absent",
+                None,
+                None,
+                &[],
+                "/workload.slice/cdirun-c1.scope",
+                Some("/workload.slice"),
+            ),
+            (
+                "foreign slice replaced",
+                Some("machine.slice:libpod:c1"),
+                None,
+                &[],
+                "/workload.slice/libpod-c1.scope",
+                Some("/workload.slice"),
+            ),
+            (
+                "owned sub-slice kept",
+                Some("workload-batch.slice:crio:c1"),
+                None,
+                &[],
+                "/workload.slice/workload-batch.slice/crio-c1.scope",
+                Some("/workload.slice/workload-batch.slice"),
+            ),
+            (
+                "respected",
+                Some("kubepods-burstable.slice:cri-containerd:c1"),
+                None,
+                &["/kubepods.slice"],
+                "/kubepods.slice/kubepods-burstable.slice/cri-containerd-c1.scope",
+                None,
+            ),
+            (
+                "annotation",
+                Some("system.slice:docker:c1"),
+                Some("workload-gpu.slice"),
+                &[],
+                "/workload.slice/workload-gpu.slice/docker-c1.scope",
+                Some("/workload.slice/workload-gpu.slice"),
+            ),
+        ];
+        for (name, input, annotation, respect, want, slice) in cases {
+            let config = config(respect);
+            let ctx = Context {
+                cgroup_driver: Driver::SystemdLayout,
+                ..Context::new("c1", &config, Path::new("/run/cdirun"))
+            };
+            let mut got = spec(*input, *annotation);
+            let claims = Placement.apply(&mut got, &ctx).unwrap();
+            assert_eq!(got, spec(Some(want), *annotation), "{name}");
+            assert_eq!(claims, scope(want, *slice), "{name}");
+            // Idempotent: the second run sees the cgroupfs path and keeps it.
+            let again = Placement.apply(&mut got, &ctx).unwrap();
+            assert_eq!(got, spec(Some(want), *annotation), "{name} (twice)");
+            assert_eq!(
+                again.scope().map(|(path, _)| path),
+                Some(Path::new(want)),
+                "{name}"
+            );
         }
     }
 
