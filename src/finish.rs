@@ -14,6 +14,9 @@
 //!   copies from the rootfs as the host sees it (the container's mounts do not propagate out)
 //!   into the tmpfs as the container sees it, from a thread in the container's mount namespace.
 //!   A read-only tmpfs is mounted writable and made read-only after the copy.
+//! - cgroup mounts: libcontainer mounts the v1 hierarchies under a `type: cgroup` mount
+//!   read-write, dropping its `ro,nosuid,nodev,noexec`, so a container could raise its own
+//!   `pids.max` or memory limit. cdirun applies the mount's flags to the whole tree afterwards.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -36,6 +39,8 @@ pub struct Finish {
     loopback: bool,
     /// tmpfs mounts to fill with the image's content, in mount order.
     copy_ups: Vec<CopyUp>,
+    /// `type: cgroup` mounts and the mount flags their options ask for.
+    cgroup_mounts: Vec<(PathBuf, u64)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -83,7 +88,19 @@ impl Finish {
             }
             mount.set_options(Some(options));
         }
-        Finish { loopback, copy_ups }
+        let cgroup_mounts = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|mount| mount.typ().as_deref() == Some("cgroup"))
+            .map(|mount| (mount.destination().clone(), mount_attrs(mount)))
+            .filter(|(_, attrs)| *attrs != 0)
+            .collect();
+        Finish {
+            loopback,
+            copy_ups,
+            cgroup_mounts,
+        }
     }
 
     /// Does the work on the created container whose init is `pid` and whose root is `rootfs`.
@@ -91,6 +108,19 @@ impl Finish {
         if self.loopback {
             in_namespace(pid, "net", || loopback_up().map_err(anyhow::Error::from))
                 .context("cannot bring up the loopback interface")?;
+        }
+        if !self.cgroup_mounts.is_empty() {
+            in_namespace(pid, "mnt", || {
+                for (destination, attrs) in &self.cgroup_mounts {
+                    set_mount_attrs(destination, *attrs).with_context(|| {
+                        format!(
+                            "cannot apply the options of cgroup mount {}",
+                            destination.display()
+                        )
+                    })?;
+                }
+                Ok(())
+            })?;
         }
         if self.copy_ups.is_empty() {
             return Ok(());
@@ -356,6 +386,48 @@ fn open_child(parent: &OwnedFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd> {
     )?;
     // SAFETY: the descriptor is new and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The `MOUNT_ATTR_*` flags a mount's options ask for (`ro`, `nosuid`, `nodev`, `noexec`).
+fn mount_attrs(mount: &Mount) -> u64 {
+    let mut attrs = 0;
+    for option in mount.options().iter().flatten() {
+        attrs |= match option.as_str() {
+            "ro" => libc::MOUNT_ATTR_RDONLY,
+            "nosuid" => libc::MOUNT_ATTR_NOSUID,
+            "nodev" => libc::MOUNT_ATTR_NODEV,
+            "noexec" => libc::MOUNT_ATTR_NOEXEC,
+            _ => 0,
+        };
+    }
+    attrs
+}
+
+/// Sets `attrs` on the mount at `path` and every mount below it, in the calling thread's mount
+/// namespace. A symlink at `path` is not followed.
+fn set_mount_attrs(path: &Path, attrs: u64) -> io::Result<()> {
+    let path = CString::new(path.as_os_str().as_bytes())?;
+    let attr = libc::mount_attr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads the C string and `attr` (of the size passed) and nothing else.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Makes the mount at `path` read-only, keeping its other per-mount flags (a bind remount

@@ -174,6 +174,42 @@ fn loopback_is_up_in_a_new_network_namespace() {
     rt.assert_gone(&id);
 }
 
+/// The `type: cgroup` mount of every client's config asks for `ro,nosuid,nodev,noexec`, and runc
+/// mounts each hierarchy so; libcontainer mounted them read-write, and a container could raise
+/// its own pids.max (or memory limit) from inside.
+#[test]
+fn cgroup_mounts_get_their_options_and_limits_stay_out_of_reach() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "awk '$3 == \"cgroup\" && $4 !~ /^ro,nosuid,nodev,noexec/ {print \"writable:\", $2}' /proc/mounts; \
+         grep -c ' cgroup ro,nosuid,nodev,noexec' /proc/mounts; \
+         echo max > /sys/fs/cgroup/pids/pids.max 2>/dev/null && echo raised || echo refused",
+    ]);
+    let cgroup_mount = bundle.config()["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"] == "cgroup")
+        .cloned()
+        .expect("the bundle's config has a cgroup mount");
+    assert_eq!(
+        cgroup_mount["options"],
+        serde_json::json!(["nosuid", "noexec", "nodev", "relatime", "ro"])
+    );
+    let id = unique_id("cgroupro");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        matches!(lines[..], [count, "refused"] if count.parse::<u32>().is_ok_and(|n| n >= 4)),
+        "{stdout}"
+    );
+    rt.assert_gone(&id);
+}
+
 /// Regression: `ctr run --mount type=tmpfs,dst=/scratch` sends a mount without `source`, which
 /// runc mounts and libcontainer refused ("failed to prepare rootfs").
 #[test]
