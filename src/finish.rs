@@ -552,8 +552,35 @@ mod tests {
                         read_only: true
                     },
                 ],
+                cgroup_mounts: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn cgroup_mount_options_become_mount_attributes() {
+        let mount = |options: &[&str]| {
+            MountBuilder::default()
+                .destination("/sys/fs/cgroup")
+                .typ("cgroup")
+                .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap()
+        };
+        let spec = spec(
+            vec![
+                mount(&["nosuid", "noexec", "nodev", "relatime", "ro"]),
+                mount(&["rw", "relatime"]),
+            ],
+            None,
+        );
+        let finish = Finish::prepare(&mut spec.clone(), &spec, Path::new("/nonexistent"));
+        let all = libc::MOUNT_ATTR_RDONLY
+            | libc::MOUNT_ATTR_NOSUID
+            | libc::MOUNT_ATTR_NODEV
+            | libc::MOUNT_ATTR_NOEXEC;
+        // A mount that asks for nothing is left as libcontainer made it.
+        assert_eq!(finish.cgroup_mounts, vec![("/sys/fs/cgroup".into(), all)]);
     }
 
     #[test]
