@@ -167,7 +167,10 @@ pub fn inject(spec: &mut Spec, registry: &Registry, devices: &[String]) -> Resul
                 batches.push((origin, edits));
             }
         }
-        batches.push((name.clone(), &loaded.spec.devices[r.device].container_edits));
+        batches.push((
+            origin_of(name, &loaded.path),
+            &loaded.spec.devices[r.device].container_edits,
+        ));
     }
     let batches: Vec<(&str, &ContainerEdits)> =
         batches.iter().map(|(o, e)| (o.as_str(), *e)).collect();
@@ -340,12 +343,21 @@ fn host_node(path: &Path) -> Result<(&'static str, i64, i64, u32), String> {
     ))
 }
 
-/// A CDI device node as an OCI device and its device cgroup rule.
-fn oci_device(
-    node: &DeviceNode,
-    user: Option<(u32, u32)>,
-    origin: &str,
-) -> Result<(LinuxDevice, Option<LinuxDeviceCgroup>), CdiError> {
+/// A device node as the CDI stage resolves it against the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resolved {
+    typ: String,
+    major: i64,
+    minor: i64,
+    file_mode: Option<u32>,
+}
+
+/// Fills a node's missing type, numbers and mode from `lstat` of its host path, as the
+/// reference library's `fillMissingInfo` does: a node with a type and a major (or a FIFO) is
+/// complete and needs no host node; otherwise the host node must exist and, when the spec gives
+/// a type, be of exactly that type (the reference has no `u`-means-`c` exception, so neither
+/// does cdirun: `u` only fits a fully specified node).
+fn resolve_node(node: &DeviceNode, origin: &str) -> Result<Resolved, CdiError> {
     let host = PathBuf::from(
         node.host_path
             .as_deref()
@@ -366,8 +378,7 @@ fn oci_device(
             })?;
         match typ.as_deref() {
             None => typ = Some(host_type.to_owned()),
-            // "u" (unbuffered character) is a character device on the host.
-            Some(want) if want == host_type || (want == "u" && host_type == "c") => {}
+            Some(want) if want == host_type => {}
             Some(want) => {
                 return Err(CdiError::TypeMismatch {
                     device: origin.to_owned(),
@@ -390,7 +401,31 @@ fn oci_device(
             file_mode = Some(mode);
         }
     }
-    let typ = typ.unwrap_or_else(|| "c".into());
+    Ok(Resolved {
+        typ: typ.unwrap_or_else(|| "c".into()),
+        major,
+        minor,
+        file_mode,
+    })
+}
+
+/// A device named in errors with the spec file that defines it.
+fn origin_of(qualified: &str, spec: &Path) -> String {
+    format!("{qualified} (spec {})", spec.display())
+}
+
+/// A CDI device node as an OCI device and its device cgroup rule.
+fn oci_device(
+    node: &DeviceNode,
+    user: Option<(u32, u32)>,
+    origin: &str,
+) -> Result<(LinuxDevice, Option<LinuxDeviceCgroup>), CdiError> {
+    let Resolved {
+        typ,
+        major,
+        minor,
+        file_mode,
+    } = resolve_node(node, origin)?;
     let mut device = LinuxDevice::default();
     device
         .set_path(PathBuf::from(&node.path))
@@ -401,21 +436,25 @@ fn oci_device(
         // An unset owner defaults to the process user when that is not root (as upstream).
         .set_uid(node.uid.or(user.map(|u| u.0).filter(|uid| *uid > 0)))
         .set_gid(node.gid.or(user.map(|u| u.1).filter(|gid| *gid > 0)));
-    let rule = matches!(typ.as_str(), "b" | "c").then(|| {
-        let access = match node.permissions.as_deref() {
-            None | Some("") => "rwm",
-            // An allow rule with no access: the node exists but cannot be used.
-            Some(NO_PERMISSIONS) => "",
-            Some(perms) => perms,
-        };
-        let mut rule = LinuxDeviceCgroup::default();
-        rule.set_allow(true)
-            .set_typ(Some(device_type(&typ)))
-            .set_major(Some(major))
-            .set_minor(Some(minor))
-            .set_access(Some(access.to_owned()));
-        rule
-    });
+    let access = match node.permissions.as_deref() {
+        None | Some("") => Some("rwm"),
+        // `none` adds no access. The reference library writes an allow rule with empty access,
+        // which the kernel rejects (EINVAL on devices.allow); no rule is the same "no access"
+        // without failing the create.
+        Some(NO_PERMISSIONS) => None,
+        Some(perms) => Some(perms),
+    };
+    let rule = access
+        .filter(|_| matches!(typ.as_str(), "b" | "c"))
+        .map(|access| {
+            let mut rule = LinuxDeviceCgroup::default();
+            rule.set_allow(true)
+                .set_typ(Some(device_type(&typ)))
+                .set_major(Some(major))
+                .set_minor(Some(minor))
+                .set_access(Some(access.to_owned()));
+            rule
+        });
     Ok((device, rule))
 }
 
@@ -665,15 +704,12 @@ mod tests {
                 ),
             ),
             (
-                "none: an allow rule with no access",
+                // Regression: an allow rule with empty access, which the kernel rejects.
+                "none: the node and no rule",
                 base(),
                 json!({"deviceNodes": [{"path": "/dev/x", "type": "c", "major": 10, "minor": 1, "permissions": "none"}]}),
                 with(
-                    with(
-                        base(),
-                        "/linux/resources/devices",
-                        json!([deny, rule("c", 10, 1, "")]),
-                    ),
+                    with(base(), "/linux/resources/devices", json!([deny])),
                     "/linux/devices",
                     json!([{"path": "/dev/x", "type": "c", "major": 10, "minor": 1}]),
                 ),
@@ -765,6 +801,12 @@ mod tests {
             (
                 json!({"deviceNodes": [{"path": "/dev/x", "hostPath": "/dev/null", "type": "b"}]}),
                 "type \"c\"",
+            ),
+            // Regression: `u` was taken for a host char device; the reference library reports
+            // a host type mismatch unless the node is fully specified.
+            (
+                json!({"deviceNodes": [{"path": "/dev/x", "hostPath": "/dev/null", "type": "u"}]}),
+                "the spec says \"u\"",
             ),
         ];
         for (e, want) in cases {
