@@ -5,7 +5,7 @@
 //! device's own edits. Every change is remove-then-add or add-if-absent, so applying twice gives
 //! the same config.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{
@@ -407,6 +407,45 @@ fn resolve_node(node: &DeviceNode, origin: &str) -> Result<Resolved, CdiError> {
         minor,
         file_mode,
     })
+}
+
+/// The host device a char or block node opens, as `c MAJOR:MINOR` or `b MAJOR:MINOR` (`u` is a
+/// character device too); `None` for a FIFO, which is no device at all.
+fn node_identity(node: &DeviceNode, origin: &str) -> Result<Option<String>, CdiError> {
+    let resolved = resolve_node(node, origin)?;
+    let class = match resolved.typ.as_str() {
+        "c" | "u" => 'c',
+        "b" => 'b',
+        _ => return Ok(None),
+    };
+    Ok(Some(format!(
+        "{class} {}:{}",
+        resolved.major, resolved.minor
+    )))
+}
+
+/// The host devices that make a CDI device what it is: the char and block nodes of the
+/// device's own edits, less those its spec's spec-level edits give every device of the spec
+/// (nvidia-ctk puts `/dev/nvidiactl`, `/dev/nvidia-uvm`, ... there; they are shared
+/// infrastructure, not a GPU). Two names with the same identity are one GPU; a device whose
+/// identity covers several GPUs' is a composite such as nvidia-ctk's `all`. Empty for an unknown
+/// device or one without nodes.
+pub fn identity(registry: &Registry, qualified: &str) -> Result<BTreeSet<String>, CdiError> {
+    let Some((loaded, device)) = registry.get(qualified) else {
+        return Ok(BTreeSet::new());
+    };
+    let origin = origin_of(qualified, &loaded.path);
+    let mut shared = BTreeSet::new();
+    if let Some(edits) = &loaded.spec.container_edits {
+        for node in &edits.device_nodes {
+            shared.extend(node_identity(node, &origin)?);
+        }
+    }
+    let mut own = BTreeSet::new();
+    for node in &device.container_edits.device_nodes {
+        own.extend(node_identity(node, &origin)?.filter(|id| !shared.contains(id)));
+    }
+    Ok(own)
 }
 
 /// A device named in errors with the spec file that defines it.
@@ -1107,5 +1146,36 @@ devices:
         let mut spec = oci(base());
         run(&mut spec, &config).unwrap();
         assert_eq!(spec, oci(base()));
+    }
+
+    #[test]
+    fn identity_is_the_devices_own_char_and_block_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(
+            dir.path().join("v.yaml"),
+            format!(
+                "cdiVersion: 0.6.0\nkind: v.com/gpu\n\
+                 containerEdits: {{deviceNodes: [{{path: /dev/ctl, type: c, major: 195, minor: 255}}]}}\n\
+                 devices:\n\
+                 - {{name: '0', containerEdits: {{deviceNodes: [{{path: /dev/ctl, type: c, major: 195, minor: 255}}, \
+                   {{path: /dev/g0, type: u, major: 195, minor: 0}}, {{path: /dev/null-in, hostPath: /dev/null}}, \
+                   {{path: /dev/disk, type: b, major: 8, minor: 0}}, {{path: /dev/f, hostPath: {}}}]}}}}\n\
+                 - {{name: env, containerEdits: {{env: [A=1]}}}}\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        let registry = Registry::load(&[dir.path().into()]);
+        let got = identity(&registry, "v.com/gpu=0").unwrap();
+        // The spec-level node is shared infrastructure; `u` is a char device; a FIFO is none.
+        let want: BTreeSet<String> = ["c 195:0", "c 1:3", "b 8:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(got, want);
+        assert!(identity(&registry, "v.com/gpu=env").unwrap().is_empty());
+        assert!(identity(&registry, "v.com/gpu=missing").unwrap().is_empty());
     }
 }
