@@ -20,8 +20,9 @@ use crate::cdi::spec::{
     ContainerEdits, DeviceNode, HOOK_STAGES, Hook, IntelRdt, Mount, NO_PERMISSIONS,
 };
 use crate::claims::Claims;
+use crate::claims::gpu::{self as ledger, LedgerError};
 use crate::hook_stage::Stage;
-use crate::request::{self, Device, Request, RequestError, Source};
+use crate::request::{self, Device, Request, RequestError, Sharing, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CdiError {
@@ -53,6 +54,19 @@ pub enum CdiError {
         host: String,
         want: String,
     },
+    #[error(
+        "CDI device {device} {how} by container {holder} (root {}); delete that container or request another device",
+        .root.display()
+    )]
+    Held {
+        device: String,
+        /// `is held exclusively`, or which other name for its host devices is.
+        how: String,
+        holder: String,
+        root: PathBuf,
+    },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     #[error("CDI device {device}: invalid hook name {stage:?}: use one of {}", HOOK_STAGES.join(", "))]
     HookStage { device: String, stage: String },
     #[error("CDI device {device}: config.json has no {section:?} section to edit")]
@@ -95,9 +109,44 @@ impl Edit for Cdi {
         let devices = resolve(&registry, &request)?;
         let mut edited = spec.clone();
         inject(&mut edited, &registry, &devices)?;
+        refuse_held(&registry, &devices, ctx)?;
         *spec = edited;
         Ok(Claims::default())
     }
+}
+
+/// Refuses a device another live container holds exclusively in the GPU ledger (by any name
+/// for the same host devices). A plain request takes nothing, so shared holders do not block
+/// it, and holders whose container is gone are ignored as the next allocation reclaims them.
+fn refuse_held(registry: &Registry, devices: &[String], ctx: &Context) -> Result<(), CdiError> {
+    let ledger = ledger::read(&ctx.config.state_dir)?;
+    if ledger.devices.is_empty() {
+        return Ok(());
+    }
+    for name in devices {
+        let gpu = ledger::Gpu {
+            name: name.clone(),
+            nodes: identity(registry, name)?,
+        };
+        let held = ledger.holders(&gpu).find(|(_, entry)| {
+            entry.sharing == Sharing::Exclusive
+                && !(entry.holder.root == ctx.root && entry.holder.id == ctx.container_id)
+                && entry.holder.is_live()
+        });
+        if let Some((as_name, entry)) = held {
+            return Err(CdiError::Held {
+                device: name.clone(),
+                holder: entry.holder.id.clone(),
+                root: entry.holder.root.clone(),
+                how: if as_name == name {
+                    "is held exclusively".into()
+                } else {
+                    format!("shares host devices with {as_name}, held exclusively")
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The qualified names a request means, in order and without repeats; every device that does
@@ -1048,6 +1097,8 @@ devices:
     fn config_for(dirs: &[&Path]) -> Config {
         let mut config = Config::default();
         config.cdi.spec_dirs = dirs.iter().map(|d| d.to_path_buf()).collect();
+        // Never the host's GPU ledger.
+        config.state_dir = "/nonexistent/cdirun-state".into();
         config
     }
 
@@ -1177,5 +1228,109 @@ devices:
         assert_eq!(got, want);
         assert!(identity(&registry, "v.com/gpu=env").unwrap().is_empty());
         assert!(identity(&registry, "v.com/gpu=missing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_device_held_exclusively_by_a_live_container_is_refused() {
+        use crate::claims::Holder;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nvidia.yaml"),
+            format!(
+                "{NVIDIA}  - name: GPU-bbbb\n    containerEdits:\n      deviceNodes: [{{path: /dev/nvidia1, type: c, major: 195, minor: 1}}]\n"
+            ),
+        )
+        .unwrap();
+        let mut config = config_for(&[dir.path()]);
+        config.state_dir = dir.path().join("state");
+        let live = Holder::current(Path::new("/run/other"), "holder");
+        // No process has a pid above pid_max, and /run/gone holds no state.
+        let dead = Holder {
+            root: "/run/gone".into(),
+            id: "dead".into(),
+            creator_pid: i32::MAX,
+            creator_start: 1,
+        };
+        let gpu = |name: &str, minor: u32| ledger::Gpu {
+            name: format!("nvidia.com/gpu={name}"),
+            nodes: [format!("c 195:{minor}")].into_iter().collect(),
+        };
+        let take = |gpus: &[ledger::Gpu], holder: &Holder, sharing| {
+            let mut locked = ledger::lock(&config.state_dir).unwrap();
+            locked.data = ledger::Ledger::default();
+            for g in gpus {
+                locked.data.take(std::slice::from_ref(g), holder, sharing);
+            }
+            locked.save().unwrap();
+        };
+        // (held, as, by, requested, error wanted)
+        type Case<'a> = (
+            &'a [ledger::Gpu],
+            Sharing,
+            &'a Holder,
+            &'a str,
+            Option<&'a str>,
+        );
+        let cases: [Case; 6] = [
+            (
+                &[gpu("1", 1)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                Some(
+                    "CDI device nvidia.com/gpu=1 is held exclusively by container holder (root /run/other)",
+                ),
+            ),
+            (
+                &[gpu("1", 1)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=GPU-bbbb",
+                Some(
+                    "nvidia.com/gpu=GPU-bbbb shares host devices with nvidia.com/gpu=1, held exclusively by container holder",
+                ),
+            ),
+            (
+                &[gpu("0", 0)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=all",
+                Some("nvidia.com/gpu=0 is held exclusively by container holder"),
+            ),
+            (
+                &[gpu("1", 1)],
+                Sharing::Mps,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                None,
+            ),
+            (
+                &[gpu("1", 1)],
+                Sharing::Exclusive,
+                &dead,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                None,
+            ),
+            (
+                &[gpu("0", 0)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                None,
+            ),
+        ];
+        for (held, sharing, holder, env, want) in cases {
+            take(held, holder, sharing);
+            let input = with(base(), "/process/env", json!([env]));
+            let mut spec = oci(input.clone());
+            match (run(&mut spec, &config), want) {
+                (Ok(_), None) => {}
+                (Err(err), Some(want)) => {
+                    assert!(err.to_string().contains(want), "{env}: {err}");
+                    assert_eq!(spec, oci(input), "{env}: spec changed");
+                }
+                (got, _) => panic!("{env} with {sharing:?}: {got:?}"),
+            }
+        }
     }
 }

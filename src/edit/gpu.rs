@@ -853,7 +853,11 @@ mod tests {
             &["NVIDIA_VISIBLE_DEVICES=2"],
         );
         let err = node.create("b", &mut s).unwrap_err().to_string();
-        assert!(err.contains("nvidia.com/gpu=2 by a (exclusive)"), "{err}");
+        // The CDI edit refuses a device held exclusively before the GPU edit looks.
+        assert!(
+            err.contains("nvidia.com/gpu=2 is held exclusively by container a"),
+            "{err}"
+        );
         let mut s = spec(
             &[
                 ("io.cdirun.gpu.count", "1"),
@@ -1094,7 +1098,9 @@ mod tests {
         );
         let err = node.create("all", &mut all).unwrap_err().to_string();
         assert!(
-            err.contains("free: nvidia.com/gpu=1; held: nvidia.com/gpu=0 by one (exclusive)"),
+            err.contains(
+                "nvidia.com/gpu=all shares host devices with nvidia.com/gpu=0, held exclusively by container one"
+            ),
             "{err}"
         );
         // NVIDIA_VISIBLE_DEVICES=all already gives every GPU: a count on top is a conflict.
