@@ -169,14 +169,15 @@ pub fn from_spec(spec: &Spec, config: &Config) -> Result<Request, RequestError> 
             };
             check_annotation_key(key, prefix)?;
             // One malformed name rejects the whole annotation: nothing from it is injected.
+            // Names are not trimmed, as in the reference library: ", v.io/c=x" has the vendor
+            // " v.io", which is malformed. (NVIDIA_VISIBLE_DEVICES tolerates spaces: the NVIDIA
+            // toolkit does.)
             let names = annotations[key]
                 .split(',')
                 .map(|entry| {
-                    name::parse_qualified(entry.trim()).map_err(|source| {
-                        RequestError::AnnotationValue {
-                            key: key.clone(),
-                            source,
-                        }
+                    name::parse_qualified(entry).map_err(|source| RequestError::AnnotationValue {
+                        key: key.clone(),
+                        source,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -640,7 +641,7 @@ mod tests {
                 "annotations sorted by key, deduplicated",
                 &[
                     ("cdi.k8s.io/b", "vendor.com/gpu=1"),
-                    ("cdi.k8s.io/a", "vendor.com/gpu=0, vendor.com/gpu=1"),
+                    ("cdi.k8s.io/a", "vendor.com/gpu=0,vendor.com/gpu=1"),
                     ("other.io/x", "not a device"),
                 ],
                 &[],
@@ -737,8 +738,15 @@ mod tests {
     #[test]
     fn malformed_requests_are_errors_naming_the_key_or_variable() {
         let config = Config::default();
-        let cases: [(Pairs, &[&str], &str); 6] = [
+        let cases: [(Pairs, &[&str], &str); 8] = [
             (&[("cdi.k8s.io/k", "v.com/c=a,bad")], &[], "cdi.k8s.io/k"),
+            // Regression: names were trimmed, so a space after the comma passed.
+            (
+                &[("cdi.k8s.io/k", "v.com/c=ok, v.com/c=a:b")],
+                &[],
+                "\" v.com/c=a:b\"",
+            ),
+            (&[("cdi.k8s.io/k", "v.com/c=ok ")], &[], "cdi.k8s.io/k"),
             (&[("cdi.k8s.io/k", "")], &[], "cdi.k8s.io/k"),
             (&[("cdi.k8s.io/-k", "v.com/c=a")], &[], "cdi.k8s.io/-k"),
             (&[("cdi.k8s.io/", "v.com/c=a")], &[], "cdi.k8s.io/"),

@@ -567,3 +567,20 @@ fn list_validate_and_explain_create_nothing() {
         "explain ran the hook"
     );
 }
+
+#[test]
+fn a_node_with_permissions_none_is_injected_without_a_cgroup_rule() {
+    // Regression: `none` became an allow rule with empty access, and the kernel refused it
+    // (EINVAL writing devices.allow), failing the create.
+    let f = Fixture::new(&["sh", "-c", "stat -c '%n %F %t:%T' /dev/nvidia0"]);
+    let n0 = f.node("nvidia0", 195, 0);
+    let mut spec = nvidia_spec(&f, &[("0", n0)]);
+    spec["containerEdits"]["hooks"] = json!([]);
+    spec["devices"][0]["containerEdits"]["deviceNodes"][0]["permissions"] = json!("none");
+    f.spec("nvidia.json", &spec);
+    f.annotate("cdi.k8s.io/gpu", "nvidia.com/gpu=0");
+    assert_eq!(f.run(), "/dev/nvidia0 character special file c3:0\n");
+    let config: Value = serde_json::from_slice(&f.config_json()).unwrap();
+    let rules = config["linux"]["resources"]["devices"].as_array().unwrap();
+    assert!(!rules.iter().any(|r| r["major"] == json!(195)), "{rules:?}");
+}

@@ -640,3 +640,113 @@ fn delete_after_the_container_crashed_releases_its_gpu_and_mps_reference() {
     );
     assert!(!Path::new(&node.path("mps/gpu0/pipe/control")).exists());
 }
+
+/// Rewrites the node's NVIDIA spec as `nvidia-ctk cdi generate` lays it out: each GPU by index
+/// and by UUID, an `all` device over the four, and `/dev/nvidiactl` in the spec-level edits.
+fn nvidia_ctk_layout(node: &Node) {
+    let ctl = node.mknod("nvidiactl", 195, 255);
+    let node_of = |i: u32| json!({"path": format!("/dev/nvidia{i}"), "hostPath": node.path(&format!("dev/nvidia{i}"))});
+    let mut devices: Vec<Value> = Vec::new();
+    for i in 0..4 {
+        devices
+            .push(json!({"name": i.to_string(), "containerEdits": {"deviceNodes": [node_of(i)]}}));
+    }
+    for i in 0..4 {
+        devices.push(json!({"name": format!("GPU-{i}{i}{i}{i}-uuid{i}"),
+                            "containerEdits": {"deviceNodes": [node_of(i)]}}));
+    }
+    devices.push(json!({"name": "all",
+                        "containerEdits": {"deviceNodes": (0..4).map(node_of).collect::<Vec<_>>()}}));
+    node.spec(
+        "nvidia.json",
+        json!({"cdiVersion": "0.6.0", "kind": "nvidia.com/gpu",
+               "containerEdits": {"env": ["NVIDIA_VISIBLE_DEVICES=void"],
+                                  "deviceNodes": [{"path": "/dev/nvidiactl", "hostPath": ctl}]},
+               "devices": devices}),
+    );
+}
+
+fn device_paths(bundle: &Bundle) -> Vec<String> {
+    bundle.config()["linux"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_gpu_is_held_by_its_device_nodes_whatever_it_is_called() {
+    // Regression: the ledger knew GPUs by CDI name, so `all` held exclusively left its GPUs
+    // free for others, and UUID names were handed out as further GPUs.
+    let node = Node::new("per_run");
+    nvidia_ctk_layout(&node);
+    let rt = node.runtime();
+    let all = bundle(
+        &["sleep", "60"],
+        &[
+            ("io.cdirun.gpu.sharing", "exclusive"),
+            ("cdi.k8s.io/gpus", "nvidia.com/gpu=all"),
+        ],
+    );
+    let holder = unique_id("gpu");
+    rt.created(&all, &holder);
+    assert_eq!(
+        allocated(&all),
+        "nvidia.com/gpu=0,nvidia.com/gpu=1,nvidia.com/gpu=2,nvidia.com/gpu=3"
+    );
+    let (ok, err) = rt.create(&bundle(&["true"], EXCLUSIVE_ONE), &unique_id("gpu"), &[]);
+    assert!(
+        !ok && err.contains("free: none") && err.contains(&holder),
+        "{err}"
+    );
+    // A plain request for one of them, by UUID, is refused too.
+    let plain = bundle(&["sh", "-c", "ls /dev | grep nvidia"], &[]);
+    plain.edit(|spec| {
+        spec["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("NVIDIA_VISIBLE_DEVICES=GPU-1111-uuid1"))
+    });
+    let plain_id = unique_id("gpu");
+    let (ok, err) = rt.create(&plain, &plain_id, &[]);
+    assert!(!ok, "a held GPU was injected");
+    assert!(
+        err.contains(&format!(
+            "nvidia.com/gpu=GPU-1111-uuid1 shares host devices with nvidia.com/gpu=1, held exclusively by container {holder}"
+        )),
+        "{err}"
+    );
+    rt.assert_gone(&plain_id);
+    rt.ok(&["delete", "--force", &holder]);
+    assert_eq!(node.ledger(), []);
+
+    // Freed, the plain request runs, with the spec-level node beside its GPU.
+    assert_eq!(run(&rt, &plain, &plain_id), "nvidia1\nnvidiactl\n");
+    // Two requests for two GPUs get the four GPUs, never a UUID name for a taken one.
+    let mut ids = Vec::new();
+    for want in [
+        ["/dev/nvidia0", "/dev/nvidia1"],
+        ["/dev/nvidia2", "/dev/nvidia3"],
+    ] {
+        let b = bundle(&["sleep", "60"], &[("io.cdirun.gpu.count", "2")]);
+        let id = unique_id("gpu");
+        rt.created(&b, &id);
+        let paths = device_paths(&b);
+        assert!(
+            want.iter().all(|w| paths.contains(&w.to_string())) && paths.len() == 3,
+            "{paths:?}"
+        );
+        ids.push(id);
+    }
+    let (ok, err) = rt.create(
+        &bundle(&["true"], &[("io.cdirun.gpu.count", "2")]),
+        &unique_id("gpu"),
+        &[],
+    );
+    assert!(!ok && err.contains("free: none"), "{err}");
+    for id in &ids {
+        rt.ok(&["delete", "--force", id]);
+    }
+    assert_eq!(node.ledger(), []);
+}

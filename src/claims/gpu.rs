@@ -4,7 +4,7 @@
 //! whole read-decide-write, so concurrent creates (from any `--root`) see each other's choices.
 //! The JSON file is replaced by rename, so a crash leaves the old or the new ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -42,22 +42,56 @@ impl From<StoreError> for LedgerError {
     }
 }
 
-/// A request the free devices cannot meet: what is free and who holds the rest.
+/// A request the free devices cannot meet: what exists, what is free and who holds the rest.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot allocate {wanted} {sharing} GPU(s) of kind {kind}{model}: free: {}; held: {}",
-    list_or_none(.free),
-    list_or_none(.held)
+    "cannot allocate {wanted} {sharing} GPU(s) of kind {kind}{model}: {}",
+    self.detail()
 )]
 pub struct Unmet {
     pub wanted: String,
     pub sharing: &'static str,
     pub kind: String,
     pub model: String,
+    /// How many GPUs could be asked for at all (aliases counted once).
+    pub exist: usize,
     /// Devices that could be taken.
     pub free: Vec<String>,
     /// `device by holder-id (sharing)` for every candidate that cannot.
     pub held: Vec<String>,
+    /// The CDI spec dirs the candidates came from, named when there are none.
+    pub searched: Vec<PathBuf>,
+}
+
+impl Unmet {
+    fn detail(&self) -> String {
+        if self.exist == 0 {
+            let dirs: Vec<String> = self
+                .searched
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            let index = if self.sharing == Sharing::Exclusive.as_str() {
+                ""
+            } else {
+                " named by index (as shared modes need)"
+            };
+            return format!(
+                "no such GPU{index} is defined in the CDI specs in {}",
+                list_or_none(&dirs)
+            );
+        }
+        let wanted: Option<usize> = self.wanted.parse().ok();
+        let only = match wanted {
+            Some(n) if n > self.exist => format!("only {} exist; ", self.exist),
+            _ => String::new(),
+        };
+        format!(
+            "{only}free: {}; held: {}",
+            list_or_none(&self.free),
+            list_or_none(&self.held)
+        )
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -74,6 +108,26 @@ fn list_or_none(items: &[String]) -> String {
 pub struct Entry {
     pub holder: Holder,
     pub sharing: Sharing,
+    /// The host devices behind the name when it was taken ([`Gpu::nodes`]); absent in ledgers
+    /// written before GPUs were told apart by their nodes, whose entries match by name only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+}
+
+/// A GPU as the ledger tells GPUs apart: its CDI name and the host devices behind it
+/// (`c 195:0`), so two names for the same nodes (an index and a UUID) or a composite covering
+/// several GPUs (`all`) can never be held twice. A device without nodes is known by name only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gpu {
+    pub name: String,
+    pub nodes: BTreeSet<String>,
+}
+
+impl Gpu {
+    /// Whether an entry recorded under `name` holds (part of) this GPU.
+    fn is_held_by(&self, name: &str, entry: &Entry) -> bool {
+        name == self.name || entry.nodes.iter().any(|n| self.nodes.contains(n))
+    }
 }
 
 /// The ledger's content: qualified device name -> its holders.
@@ -100,18 +154,42 @@ impl Ledger {
         reclaimed
     }
 
-    /// Whether `device` can be given to a new holder in `sharing` mode: exclusive needs nobody
+    /// Every entry that holds `gpu` (under its name or any name sharing a node with it), with
+    /// the name it is recorded under.
+    pub fn holders<'a>(&'a self, gpu: &'a Gpu) -> impl Iterator<Item = (&'a str, &'a Entry)> {
+        self.devices.iter().flat_map(move |(name, entries)| {
+            entries
+                .iter()
+                .filter(move |entry| gpu.is_held_by(name, entry))
+                .map(move |entry| (name.as_str(), entry))
+        })
+    }
+
+    /// Whether `gpu` can be given to a new holder in `sharing` mode: exclusive needs nobody
     /// on it; shared modes co-locate with other shared holders but never with an exclusive one.
-    pub fn available(&self, device: &str, sharing: Sharing) -> bool {
-        let entries = self
-            .devices
-            .get(device)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+    pub fn available(&self, gpu: &Gpu, sharing: Sharing) -> bool {
+        let mut holders = self.holders(gpu);
         match sharing {
-            Sharing::Exclusive => entries.is_empty(),
-            _ => entries.iter().all(|e| e.sharing != Sharing::Exclusive),
+            Sharing::Exclusive => holders.next().is_none(),
+            _ => holders.all(|(_, e)| e.sharing != Sharing::Exclusive),
         }
+    }
+
+    /// `device by a (exclusive), b (mps, as other-name)`: who keeps `gpu` from being taken.
+    fn describe_holders(&self, gpu: &Gpu) -> String {
+        let mut ids: Vec<String> = Vec::new();
+        for (name, entry) in self.holders(gpu) {
+            let alias = if name == gpu.name {
+                String::new()
+            } else {
+                format!(", as {name}")
+            };
+            let id = format!("{} ({}{alias})", entry.holder.id, entry.sharing.as_str());
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        format!("{} by {}", gpu.name, ids.join(" and "))
     }
 
     /// Picks `count` of `candidates` (in their order; shared modes prefer the least shared) or
@@ -120,16 +198,16 @@ impl Ledger {
         &self,
         kind: &str,
         model: Option<&str>,
-        candidates: &[String],
+        candidates: &[Gpu],
         count: Count,
         sharing: Sharing,
-    ) -> Result<Vec<String>, LedgerError> {
-        let mut free: Vec<&String> = candidates
+    ) -> Result<Vec<Gpu>, LedgerError> {
+        let mut free: Vec<&Gpu> = candidates
             .iter()
-            .filter(|d| self.available(d, sharing))
+            .filter(|gpu| self.available(gpu, sharing))
             .collect();
         // Stable: equally shared devices keep their natural order.
-        free.sort_by_key(|d| self.devices.get(*d).map_or(0, Vec::len));
+        free.sort_by_key(|gpu| self.holders(gpu).count());
         let wanted = match count {
             Count::N(n) => n,
             Count::All => candidates.len(),
@@ -139,14 +217,8 @@ impl Ledger {
         }
         let held = candidates
             .iter()
-            .filter(|d| !self.available(d, sharing))
-            .map(|d| {
-                let ids: Vec<String> = self.devices[d]
-                    .iter()
-                    .map(|e| format!("{} ({})", e.holder.id, e.sharing.as_str()))
-                    .collect();
-                format!("{d} by {}", ids.join(" and "))
-            })
+            .filter(|gpu| !self.available(gpu, sharing))
+            .map(|gpu| self.describe_holders(gpu))
             .collect();
         Err(LedgerError::Unmet(Box::new(Unmet {
             wanted: match count {
@@ -156,18 +228,21 @@ impl Ledger {
             sharing: sharing.as_str(),
             kind: kind.to_owned(),
             model: model.map_or(String::new(), |m| format!(" and model {m:?}")),
-            free: free.into_iter().cloned().collect(),
+            exist: candidates.len(),
+            free: free.into_iter().map(|gpu| gpu.name.clone()).collect(),
             held,
+            searched: Vec::new(),
         })))
     }
 
-    pub fn take(&mut self, devices: &[String], holder: &Holder, sharing: Sharing) {
-        for device in devices {
-            let entries = self.devices.entry(device.clone()).or_default();
+    pub fn take(&mut self, gpus: &[Gpu], holder: &Holder, sharing: Sharing) {
+        for gpu in gpus {
+            let entries = self.devices.entry(gpu.name.clone()).or_default();
             if !entries.iter().any(|e| &e.holder == holder) {
                 entries.push(Entry {
                     holder: holder.clone(),
                     sharing,
+                    nodes: gpu.nodes.iter().cloned().collect(),
                 });
             }
         }
@@ -188,6 +263,25 @@ pub type Locked = store::Locked<Ledger>;
 /// Locks and reads the ledger in `state_dir`, creating the dir and files as needed.
 pub fn lock(state_dir: &Path) -> Result<Locked, LedgerError> {
     Ok(store::lock(state_dir, LOCK_FILE, LEDGER_FILE)?)
+}
+
+/// The ledger in `state_dir` as it is, read without the lock and without creating anything:
+/// for checks that take nothing (`explain`, a plain CDI request). The file is replaced by rename,
+/// so an unlocked read sees a whole ledger.
+pub fn read(state_dir: &Path) -> Result<Ledger, LedgerError> {
+    let path = state_dir.join(LEDGER_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| LedgerError::Corrupt {
+            path,
+            message: err.to_string(),
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
+        Err(cause) => Err(LedgerError::Io {
+            what: "read",
+            path,
+            cause,
+        }),
+    }
 }
 
 /// Gives back every GPU `holder` holds in the ledger of `state_dir`. Idempotent.
@@ -235,14 +329,22 @@ mod tests {
         }
     }
 
-    fn gpus(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("nvidia.com/gpu={i}")).collect()
+    /// `nvidia.com/gpu=<name>` on the host devices `c 195:<minor>`.
+    fn gpu(name: &str, minors: &[u32]) -> Gpu {
+        Gpu {
+            name: format!("nvidia.com/gpu={name}"),
+            nodes: minors.iter().map(|m| format!("c 195:{m}")).collect(),
+        }
+    }
+
+    fn gpus(n: usize) -> Vec<Gpu> {
+        (0..n as u32).map(|i| gpu(&i.to_string(), &[i])).collect()
     }
 
     fn ledger(held: &[(usize, &str, Sharing)]) -> Ledger {
         let mut ledger = Ledger::default();
-        for (gpu, id, sharing) in held {
-            ledger.take(&[format!("nvidia.com/gpu={gpu}")], &holder(id), *sharing);
+        for (i, id, sharing) in held {
+            ledger.take(&gpus(4)[*i..=*i], &holder(id), *sharing);
         }
         ledger
     }
@@ -263,11 +365,9 @@ mod tests {
         locked
             .data
             .take(&gpus(1), &dead("/run/r", "c1"), Sharing::Exclusive);
-        locked.data.take(
-            &[gpus(2)[1].clone()],
-            &dead("/run/other", "c1"),
-            Sharing::Mps,
-        );
+        locked
+            .data
+            .take(&gpus(2)[1..], &dead("/run/other", "c1"), Sharing::Mps);
         locked.data.take(&gpus(4)[3..], &live, Sharing::Mps);
         locked.save().unwrap();
         drop(locked);
@@ -383,8 +483,7 @@ mod tests {
             let got = ledger(held).pick("nvidia.com/gpu", None, &gpus(4), count, sharing);
             match (got, want) {
                 (Ok(got), Ok(want)) => {
-                    let want: Vec<String> =
-                        want.iter().map(|i| format!("nvidia.com/gpu={i}")).collect();
+                    let want: Vec<Gpu> = want.iter().map(|i| gpus(4)[*i].clone()).collect();
                     assert_eq!(got, want, "{name}");
                 }
                 (Err(err), Err(want)) => {
@@ -393,6 +492,137 @@ mod tests {
                 (got, _) => panic!("{name}: {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_gpu_is_held_through_any_name_for_its_nodes() {
+        use Sharing::*;
+        // Regression: the ledger told GPUs apart by name, so the UUID name of a held GPU, or a
+        // composite over it, was free. (name, minors) taken by `a` in a mode; the candidate
+        // asked for in a mode; whether it is free.
+        type Named<'a> = (&'a str, &'a [u32]);
+        type Case<'a> = (&'a str, Named<'a>, Sharing, Named<'a>, Sharing, bool);
+        let cases: [Case; 8] = [
+            (
+                "alias of a held index",
+                ("0", &[0]),
+                Exclusive,
+                ("GPU-0", &[0]),
+                Exclusive,
+                false,
+            ),
+            (
+                "index of a held alias",
+                ("GPU-1", &[1]),
+                Exclusive,
+                ("1", &[1]),
+                Exclusive,
+                false,
+            ),
+            (
+                "member of a held composite",
+                ("all", &[0, 1]),
+                Exclusive,
+                ("1", &[1]),
+                Mps,
+                false,
+            ),
+            (
+                "composite over a held member",
+                ("1", &[1]),
+                Exclusive,
+                ("all", &[0, 1]),
+                Exclusive,
+                false,
+            ),
+            (
+                "another GPU",
+                ("0", &[0]),
+                Exclusive,
+                ("GPU-1", &[1]),
+                Exclusive,
+                true,
+            ),
+            (
+                "shared co-locates across names",
+                ("0", &[0]),
+                Mps,
+                ("GPU-0", &[0]),
+                TimeSlice,
+                true,
+            ),
+            (
+                "exclusive never on a shared alias",
+                ("0", &[0]),
+                Mps,
+                ("GPU-0", &[0]),
+                Exclusive,
+                false,
+            ),
+            (
+                "same name without nodes",
+                ("x", &[]),
+                Exclusive,
+                ("x", &[]),
+                Exclusive,
+                false,
+            ),
+        ];
+        for (name, (taken, taken_minors), held_as, (want, want_minors), sharing, free) in cases {
+            let mut l = Ledger::default();
+            l.take(&[gpu(taken, taken_minors)], &holder("a"), held_as);
+            assert_eq!(
+                l.available(&gpu(want, want_minors), sharing),
+                free,
+                "{name}"
+            );
+        }
+        // The unmet message names the holder and the name it holds the GPU as.
+        let mut l = Ledger::default();
+        l.take(&[gpu("GPU-0", &[0])], &holder("a"), Exclusive);
+        let err = l
+            .pick("nvidia.com/gpu", None, &gpus(1), Count::N(1), Exclusive)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("nvidia.com/gpu=0 by a (exclusive, as nvidia.com/gpu=GPU-0)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_entry_from_an_older_ledger_without_nodes_still_matches_by_name() {
+        let old = r#"{"devices":{"nvidia.com/gpu=0":[{"holder":{"root":"/run/r","id":"a","creator-pid":1,"creator-start":1},"sharing":"exclusive"}]}}"#;
+        let l: Ledger = serde_json::from_str(old).unwrap();
+        assert!(!l.available(&gpu("0", &[0]), Sharing::Exclusive));
+        assert!(l.available(&gpu("1", &[1]), Sharing::Exclusive));
+    }
+
+    #[test]
+    fn unmet_says_how_many_exist_and_where_none_was_found() {
+        let err = |candidates: &[Gpu], count, sharing, searched: &[&str]| match Ledger::default()
+            .pick("nvidia.com/gpu", None, candidates, count, sharing)
+        {
+            Err(LedgerError::Unmet(mut unmet)) => {
+                unmet.searched = searched.iter().map(PathBuf::from).collect();
+                unmet.to_string()
+            }
+            other => panic!("{other:?}"),
+        };
+        let too_many = err(&gpus(4), Count::N(5), Sharing::Exclusive, &[]);
+        assert!(too_many.contains(": only 4 exist; free: "), "{too_many}");
+        let none = err(
+            &[],
+            Count::N(1),
+            Sharing::Exclusive,
+            &["/etc/cdi", "/var/run/cdi"],
+        );
+        assert!(
+            none.contains("no such GPU is defined in the CDI specs in /etc/cdi, /var/run/cdi"),
+            "{none}"
+        );
+        let none = err(&[], Count::N(1), Sharing::Mps, &["/etc/cdi"]);
+        assert!(none.contains("named by index"), "{none}");
     }
 
     #[test]

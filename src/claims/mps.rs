@@ -44,10 +44,11 @@ pub enum MpsError {
     )]
     Corrupt { path: PathBuf, message: String },
     #[error(
-        "no MPS control daemon runs for GPU {gpu}: {socket} does not exist; [mps] lifetime is no_launch, so start `nvidia-cuda-mps-control -d` for that GPU with CUDA_MPS_PIPE_DIRECTORY={pipe} first, or set lifetime to per_run or persistent"
+        "no MPS control daemon runs for GPU {gpu}: {socket} does not exist; [mps] lifetime is no_launch, so start `{control} -d` ([mps] control) for that GPU with CUDA_MPS_PIPE_DIRECTORY={pipe} first, or set lifetime to per_run or persistent"
     )]
     NotRunning {
         gpu: u32,
+        control: PathBuf,
         socket: PathBuf,
         pipe: PathBuf,
     },
@@ -282,6 +283,7 @@ pub fn verify(daemon: &Daemon) -> Result<(), MpsError> {
     } else {
         Err(MpsError::NotRunning {
             gpu: daemon.gpu,
+            control: daemon.control.clone(),
             socket: daemon.socket(),
             pipe: daemon.pipe_dir(),
         })
@@ -448,6 +450,9 @@ mod tests {
         let h = holder(dir.path(), "a");
         let err = acquire(&state, &daemon, MpsLifetime::NoLaunch, &h).unwrap_err();
         assert!(err.to_string().contains("gpu0/pipe/control"), "{err}");
+        // The configured program, not the usual name, is the one to start.
+        let control = format!("`{} -d`", daemon.control.display());
+        assert!(err.to_string().contains(&control), "{err}");
         fs::create_dir_all(daemon.pipe_dir()).unwrap();
         fs::write(daemon.socket(), "").unwrap();
         assert!(!acquire(&state, &daemon, MpsLifetime::NoLaunch, &h).unwrap());

@@ -5,7 +5,7 @@
 //! device's own edits. Every change is remove-then-add or add-if-absent, so applying twice gives
 //! the same config.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{
@@ -20,8 +20,9 @@ use crate::cdi::spec::{
     ContainerEdits, DeviceNode, HOOK_STAGES, Hook, IntelRdt, Mount, NO_PERMISSIONS,
 };
 use crate::claims::Claims;
+use crate::claims::gpu::{self as ledger, LedgerError};
 use crate::hook_stage::Stage;
-use crate::request::{self, Device, Request, RequestError, Source};
+use crate::request::{self, Device, Request, RequestError, Sharing, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CdiError {
@@ -53,6 +54,19 @@ pub enum CdiError {
         host: String,
         want: String,
     },
+    #[error(
+        "CDI device {device} {how} by container {holder} (root {}); delete that container or request another device",
+        .root.display()
+    )]
+    Held {
+        device: String,
+        /// `is held exclusively`, or which other name for its host devices is.
+        how: String,
+        holder: String,
+        root: PathBuf,
+    },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     #[error("CDI device {device}: invalid hook name {stage:?}: use one of {}", HOOK_STAGES.join(", "))]
     HookStage { device: String, stage: String },
     #[error("CDI device {device}: config.json has no {section:?} section to edit")]
@@ -95,9 +109,44 @@ impl Edit for Cdi {
         let devices = resolve(&registry, &request)?;
         let mut edited = spec.clone();
         inject(&mut edited, &registry, &devices)?;
+        refuse_held(&registry, &devices, ctx)?;
         *spec = edited;
         Ok(Claims::default())
     }
+}
+
+/// Refuses a device another live container holds exclusively in the GPU ledger (by any name
+/// for the same host devices). A plain request takes nothing, so shared holders do not block
+/// it, and holders whose container is gone are ignored as the next allocation reclaims them.
+fn refuse_held(registry: &Registry, devices: &[String], ctx: &Context) -> Result<(), CdiError> {
+    let ledger = ledger::read(&ctx.config.state_dir)?;
+    if ledger.devices.is_empty() {
+        return Ok(());
+    }
+    for name in devices {
+        let gpu = ledger::Gpu {
+            name: name.clone(),
+            nodes: identity(registry, name)?,
+        };
+        let held = ledger.holders(&gpu).find(|(_, entry)| {
+            entry.sharing == Sharing::Exclusive
+                && !(entry.holder.root == ctx.root && entry.holder.id == ctx.container_id)
+                && entry.holder.is_live()
+        });
+        if let Some((as_name, entry)) = held {
+            return Err(CdiError::Held {
+                device: name.clone(),
+                holder: entry.holder.id.clone(),
+                root: entry.holder.root.clone(),
+                how: if as_name == name {
+                    "is held exclusively".into()
+                } else {
+                    format!("shares host devices with {as_name}, held exclusively")
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The qualified names a request means, in order and without repeats; every device that does
@@ -167,7 +216,10 @@ pub fn inject(spec: &mut Spec, registry: &Registry, devices: &[String]) -> Resul
                 batches.push((origin, edits));
             }
         }
-        batches.push((name.clone(), &loaded.spec.devices[r.device].container_edits));
+        batches.push((
+            origin_of(name, &loaded.path),
+            &loaded.spec.devices[r.device].container_edits,
+        ));
     }
     let batches: Vec<(&str, &ContainerEdits)> =
         batches.iter().map(|(o, e)| (o.as_str(), *e)).collect();
@@ -340,12 +392,21 @@ fn host_node(path: &Path) -> Result<(&'static str, i64, i64, u32), String> {
     ))
 }
 
-/// A CDI device node as an OCI device and its device cgroup rule.
-fn oci_device(
-    node: &DeviceNode,
-    user: Option<(u32, u32)>,
-    origin: &str,
-) -> Result<(LinuxDevice, Option<LinuxDeviceCgroup>), CdiError> {
+/// A device node as the CDI stage resolves it against the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resolved {
+    typ: String,
+    major: i64,
+    minor: i64,
+    file_mode: Option<u32>,
+}
+
+/// Fills a node's missing type, numbers and mode from `lstat` of its host path, as the
+/// reference library's `fillMissingInfo` does: a node with a type and a major (or a FIFO) is
+/// complete and needs no host node; otherwise the host node must exist and, when the spec gives
+/// a type, be of exactly that type (the reference has no `u`-means-`c` exception, so neither
+/// does cdirun: `u` only fits a fully specified node).
+fn resolve_node(node: &DeviceNode, origin: &str) -> Result<Resolved, CdiError> {
     let host = PathBuf::from(
         node.host_path
             .as_deref()
@@ -366,8 +427,7 @@ fn oci_device(
             })?;
         match typ.as_deref() {
             None => typ = Some(host_type.to_owned()),
-            // "u" (unbuffered character) is a character device on the host.
-            Some(want) if want == host_type || (want == "u" && host_type == "c") => {}
+            Some(want) if want == host_type => {}
             Some(want) => {
                 return Err(CdiError::TypeMismatch {
                     device: origin.to_owned(),
@@ -390,7 +450,70 @@ fn oci_device(
             file_mode = Some(mode);
         }
     }
-    let typ = typ.unwrap_or_else(|| "c".into());
+    Ok(Resolved {
+        typ: typ.unwrap_or_else(|| "c".into()),
+        major,
+        minor,
+        file_mode,
+    })
+}
+
+/// The host device a char or block node opens, as `c MAJOR:MINOR` or `b MAJOR:MINOR` (`u` is a
+/// character device too); `None` for a FIFO, which is no device at all.
+fn node_identity(node: &DeviceNode, origin: &str) -> Result<Option<String>, CdiError> {
+    let resolved = resolve_node(node, origin)?;
+    let class = match resolved.typ.as_str() {
+        "c" | "u" => 'c',
+        "b" => 'b',
+        _ => return Ok(None),
+    };
+    Ok(Some(format!(
+        "{class} {}:{}",
+        resolved.major, resolved.minor
+    )))
+}
+
+/// The host devices that make a CDI device what it is: the char and block nodes of the
+/// device's own edits, less those its spec's spec-level edits give every device of the spec
+/// (nvidia-ctk puts `/dev/nvidiactl`, `/dev/nvidia-uvm`, ... there; they are shared
+/// infrastructure, not a GPU). Two names with the same identity are one GPU; a device whose
+/// identity covers several GPUs' is a composite such as nvidia-ctk's `all`. Empty for an unknown
+/// device or one without nodes.
+pub fn identity(registry: &Registry, qualified: &str) -> Result<BTreeSet<String>, CdiError> {
+    let Some((loaded, device)) = registry.get(qualified) else {
+        return Ok(BTreeSet::new());
+    };
+    let origin = origin_of(qualified, &loaded.path);
+    let mut shared = BTreeSet::new();
+    if let Some(edits) = &loaded.spec.container_edits {
+        for node in &edits.device_nodes {
+            shared.extend(node_identity(node, &origin)?);
+        }
+    }
+    let mut own = BTreeSet::new();
+    for node in &device.container_edits.device_nodes {
+        own.extend(node_identity(node, &origin)?.filter(|id| !shared.contains(id)));
+    }
+    Ok(own)
+}
+
+/// A device named in errors with the spec file that defines it.
+fn origin_of(qualified: &str, spec: &Path) -> String {
+    format!("{qualified} (spec {})", spec.display())
+}
+
+/// A CDI device node as an OCI device and its device cgroup rule.
+fn oci_device(
+    node: &DeviceNode,
+    user: Option<(u32, u32)>,
+    origin: &str,
+) -> Result<(LinuxDevice, Option<LinuxDeviceCgroup>), CdiError> {
+    let Resolved {
+        typ,
+        major,
+        minor,
+        file_mode,
+    } = resolve_node(node, origin)?;
     let mut device = LinuxDevice::default();
     device
         .set_path(PathBuf::from(&node.path))
@@ -401,21 +524,25 @@ fn oci_device(
         // An unset owner defaults to the process user when that is not root (as upstream).
         .set_uid(node.uid.or(user.map(|u| u.0).filter(|uid| *uid > 0)))
         .set_gid(node.gid.or(user.map(|u| u.1).filter(|gid| *gid > 0)));
-    let rule = matches!(typ.as_str(), "b" | "c").then(|| {
-        let access = match node.permissions.as_deref() {
-            None | Some("") => "rwm",
-            // An allow rule with no access: the node exists but cannot be used.
-            Some(NO_PERMISSIONS) => "",
-            Some(perms) => perms,
-        };
-        let mut rule = LinuxDeviceCgroup::default();
-        rule.set_allow(true)
-            .set_typ(Some(device_type(&typ)))
-            .set_major(Some(major))
-            .set_minor(Some(minor))
-            .set_access(Some(access.to_owned()));
-        rule
-    });
+    let access = match node.permissions.as_deref() {
+        None | Some("") => Some("rwm"),
+        // `none` adds no access. The reference library writes an allow rule with empty access,
+        // which the kernel rejects (EINVAL on devices.allow); no rule is the same "no access"
+        // without failing the create.
+        Some(NO_PERMISSIONS) => None,
+        Some(perms) => Some(perms),
+    };
+    let rule = access
+        .filter(|_| matches!(typ.as_str(), "b" | "c"))
+        .map(|access| {
+            let mut rule = LinuxDeviceCgroup::default();
+            rule.set_allow(true)
+                .set_typ(Some(device_type(&typ)))
+                .set_major(Some(major))
+                .set_minor(Some(minor))
+                .set_access(Some(access.to_owned()));
+            rule
+        });
     Ok((device, rule))
 }
 
@@ -665,15 +792,12 @@ mod tests {
                 ),
             ),
             (
-                "none: an allow rule with no access",
+                // Regression: an allow rule with empty access, which the kernel rejects.
+                "none: the node and no rule",
                 base(),
                 json!({"deviceNodes": [{"path": "/dev/x", "type": "c", "major": 10, "minor": 1, "permissions": "none"}]}),
                 with(
-                    with(
-                        base(),
-                        "/linux/resources/devices",
-                        json!([deny, rule("c", 10, 1, "")]),
-                    ),
+                    with(base(), "/linux/resources/devices", json!([deny])),
                     "/linux/devices",
                     json!([{"path": "/dev/x", "type": "c", "major": 10, "minor": 1}]),
                 ),
@@ -765,6 +889,12 @@ mod tests {
             (
                 json!({"deviceNodes": [{"path": "/dev/x", "hostPath": "/dev/null", "type": "b"}]}),
                 "type \"c\"",
+            ),
+            // Regression: `u` was taken for a host char device; the reference library reports
+            // a host type mismatch unless the node is fully specified.
+            (
+                json!({"deviceNodes": [{"path": "/dev/x", "hostPath": "/dev/null", "type": "u"}]}),
+                "the spec says \"u\"",
             ),
         ];
         for (e, want) in cases {
@@ -967,6 +1097,8 @@ devices:
     fn config_for(dirs: &[&Path]) -> Config {
         let mut config = Config::default();
         config.cdi.spec_dirs = dirs.iter().map(|d| d.to_path_buf()).collect();
+        // Never the host's GPU ledger.
+        config.state_dir = "/nonexistent/cdirun-state".into();
         config
     }
 
@@ -1065,5 +1197,140 @@ devices:
         let mut spec = oci(base());
         run(&mut spec, &config).unwrap();
         assert_eq!(spec, oci(base()));
+    }
+
+    #[test]
+    fn identity_is_the_devices_own_char_and_block_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(
+            dir.path().join("v.yaml"),
+            format!(
+                "cdiVersion: 0.6.0\nkind: v.com/gpu\n\
+                 containerEdits: {{deviceNodes: [{{path: /dev/ctl, type: c, major: 195, minor: 255}}]}}\n\
+                 devices:\n\
+                 - {{name: '0', containerEdits: {{deviceNodes: [{{path: /dev/ctl, type: c, major: 195, minor: 255}}, \
+                   {{path: /dev/g0, type: u, major: 195, minor: 0}}, {{path: /dev/null-in, hostPath: /dev/null}}, \
+                   {{path: /dev/disk, type: b, major: 8, minor: 0}}, {{path: /dev/f, hostPath: {}}}]}}}}\n\
+                 - {{name: env, containerEdits: {{env: [A=1]}}}}\n",
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        let registry = Registry::load(&[dir.path().into()]);
+        let got = identity(&registry, "v.com/gpu=0").unwrap();
+        // The spec-level node is shared infrastructure; `u` is a char device; a FIFO is none.
+        let want: BTreeSet<String> = ["c 195:0", "c 1:3", "b 8:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(got, want);
+        assert!(identity(&registry, "v.com/gpu=env").unwrap().is_empty());
+        assert!(identity(&registry, "v.com/gpu=missing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_device_held_exclusively_by_a_live_container_is_refused() {
+        use crate::claims::Holder;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nvidia.yaml"),
+            format!(
+                "{NVIDIA}  - name: GPU-bbbb\n    containerEdits:\n      deviceNodes: [{{path: /dev/nvidia1, type: c, major: 195, minor: 1}}]\n"
+            ),
+        )
+        .unwrap();
+        let mut config = config_for(&[dir.path()]);
+        config.state_dir = dir.path().join("state");
+        let live = Holder::current(Path::new("/run/other"), "holder");
+        // No process has a pid above pid_max, and /run/gone holds no state.
+        let dead = Holder {
+            root: "/run/gone".into(),
+            id: "dead".into(),
+            creator_pid: i32::MAX,
+            creator_start: 1,
+        };
+        let gpu = |name: &str, minor: u32| ledger::Gpu {
+            name: format!("nvidia.com/gpu={name}"),
+            nodes: [format!("c 195:{minor}")].into_iter().collect(),
+        };
+        let take = |gpus: &[ledger::Gpu], holder: &Holder, sharing| {
+            let mut locked = ledger::lock(&config.state_dir).unwrap();
+            locked.data = ledger::Ledger::default();
+            for g in gpus {
+                locked.data.take(std::slice::from_ref(g), holder, sharing);
+            }
+            locked.save().unwrap();
+        };
+        // (held, as, by, requested, error wanted)
+        type Case<'a> = (
+            &'a [ledger::Gpu],
+            Sharing,
+            &'a Holder,
+            &'a str,
+            Option<&'a str>,
+        );
+        let cases: [Case; 6] = [
+            (
+                &[gpu("1", 1)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                Some(
+                    "CDI device nvidia.com/gpu=1 is held exclusively by container holder (root /run/other)",
+                ),
+            ),
+            (
+                &[gpu("1", 1)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=GPU-bbbb",
+                Some(
+                    "nvidia.com/gpu=GPU-bbbb shares host devices with nvidia.com/gpu=1, held exclusively by container holder",
+                ),
+            ),
+            (
+                &[gpu("0", 0)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=all",
+                Some("nvidia.com/gpu=0 is held exclusively by container holder"),
+            ),
+            (
+                &[gpu("1", 1)],
+                Sharing::Mps,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                None,
+            ),
+            (
+                &[gpu("1", 1)],
+                Sharing::Exclusive,
+                &dead,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                None,
+            ),
+            (
+                &[gpu("0", 0)],
+                Sharing::Exclusive,
+                &live,
+                "NVIDIA_VISIBLE_DEVICES=1",
+                None,
+            ),
+        ];
+        for (held, sharing, holder, env, want) in cases {
+            take(held, holder, sharing);
+            let input = with(base(), "/process/env", json!([env]));
+            let mut spec = oci(input.clone());
+            match (run(&mut spec, &config), want) {
+                (Ok(_), None) => {}
+                (Err(err), Some(want)) => {
+                    assert!(err.to_string().contains(want), "{env}: {err}");
+                    assert_eq!(spec, oci(input), "{env}: spec changed");
+                }
+                (got, _) => panic!("{env} with {sharing:?}: {got:?}"),
+            }
+        }
     }
 }

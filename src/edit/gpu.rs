@@ -8,6 +8,7 @@
 //! error. The ledger is locked from the read to the write, so concurrent creates never share an
 //! exclusive GPU; nothing is written before every other step of this edit succeeded.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use super::cdi::{self, CdiError};
 use super::{Context, Edit, EditError};
 use crate::cdi::Registry;
-use crate::claims::gpu::{self as ledger, Ledger, LedgerError};
+use crate::claims::gpu::{self as ledger, LedgerError};
 use crate::claims::{Claim, Claims, Holder};
 use crate::request::{
     self, Count, Distributed, GPU_ALLOCATED, GpuRequest, RequestError, Sharing, Vendor,
@@ -35,7 +36,7 @@ pub enum GpuError {
     #[error(transparent)]
     Cdi(#[from] CdiError),
     #[error(
-        "io.cdirun.gpu.count asks cdirun to pick {kind} devices, but {} are also named through CDI; use one or the other",
+        "io.cdirun.gpu.count asks cdirun to pick {kind} devices, but the container also names {} through CDI (annotations or the vendor's visible-devices variable); use one or the other",
         .named.join(", ")
     )]
     Conflict {
@@ -84,15 +85,16 @@ impl Edit for Gpu {
         let mut pending = None;
         if let Some(gpu) = &gpu {
             let allocation = allocate(&mut edited, ctx, gpu)?;
-            env.extend(vendor_env(gpu.vendor, &allocation.devices));
+            let names = allocation.names();
+            env.extend(vendor_env(gpu.vendor, &names));
             if gpu.sharing == Sharing::TimeSlice && !ctx.dry_run {
-                for device in &allocation.devices {
+                for device in &names {
                     set_default_compute_mode(ctx, device)?;
                 }
             }
-            annotate(&mut edited, &allocation.devices);
+            annotate(&mut edited, &names);
             claims.0.push(Claim::Gpu {
-                devices: allocation.devices.clone(),
+                devices: names,
                 sharing: gpu.sharing,
                 holder: allocation.holder.clone(),
             });
@@ -119,13 +121,17 @@ impl Edit for Gpu {
 
 /// The chosen GPUs and the locked ledger they go into.
 struct Allocation {
-    devices: Vec<String>,
+    devices: Vec<ledger::Gpu>,
     sharing: Sharing,
     holder: Holder,
     locked: Option<ledger::Locked>,
 }
 
 impl Allocation {
+    fn names(&self) -> Vec<String> {
+        names(&self.devices)
+    }
+
     fn commit(mut self, dry_run: bool) -> Result<(), GpuError> {
         if let Some(locked) = self.locked.as_mut().filter(|_| !dry_run) {
             locked.data.take(&self.devices, &self.holder, self.sharing);
@@ -139,6 +145,7 @@ impl Allocation {
 fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocation, GpuError> {
     let kind = gpu.vendor.kind();
     let registry = Registry::load(&ctx.config.cdi.spec_dirs);
+    let inventory = Inventory::load(&registry, kind);
     let named = named_devices(spec, ctx, &registry, kind)?;
     let previous = previous_allocation(spec);
     if gpu.count.is_some() && !named.is_empty() {
@@ -152,7 +159,7 @@ fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocati
     };
     let mut view = match &locked {
         Some(locked) => locked.data.clone(),
-        None => peek(ctx)?,
+        None => ledger::read(&ctx.config.state_dir)?,
     };
     for (device, stale) in view.reclaim(Holder::is_live) {
         tracing::info!(
@@ -161,25 +168,44 @@ fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocati
             stale.root.display()
         );
     }
+    let searched = |err: LedgerError| match err {
+        LedgerError::Unmet(mut unmet) => {
+            unmet.searched.clone_from(&registry.dirs);
+            GpuError::Ledger(LedgerError::Unmet(unmet))
+        }
+        other => GpuError::Ledger(other),
+    };
     let devices = if named.is_empty() {
-        let candidates: Vec<String> = registry
-            .devices_of_kind(kind)
+        let candidates: Vec<ledger::Gpu> = inventory
+            .singles()
             .into_iter()
-            // Generators define an `all` device spanning the others: never one GPU.
-            .filter(|q| !q.ends_with("=all"))
-            .filter(|q| {
+            .filter(|g| {
                 gpu.model
                     .as_deref()
-                    .is_none_or(|m| has_model(&registry, q, m))
+                    .is_none_or(|m| has_model(&registry, &g.name, m))
             })
+            // MPS daemons and nvidia-smi address a GPU by index.
+            .filter(|g| gpu.sharing == Sharing::Exclusive || index(&g.name, gpu.sharing).is_ok())
             .collect();
         let count = gpu.count.unwrap_or(Count::N(1));
-        let picked = view.pick(kind, gpu.model.as_deref(), &candidates, count, gpu.sharing)?;
-        forget(spec, &registry, &previous, &picked);
-        cdi::inject(spec, &registry, &picked)?;
+        let picked = view
+            .pick(kind, gpu.model.as_deref(), &candidates, count, gpu.sharing)
+            .map_err(searched)?;
+        let picked_names = names(&picked);
+        forget(spec, &registry, &previous, &picked_names);
+        cdi::inject(spec, &registry, &picked_names)?;
         picked
     } else {
-        view.pick(kind, None, &named, Count::All, gpu.sharing)?
+        let mut gpus: Vec<ledger::Gpu> = Vec::new();
+        for name in &named {
+            for member in inventory.expand(name) {
+                if !gpus.contains(&member) {
+                    gpus.push(member);
+                }
+            }
+        }
+        view.pick(kind, None, &gpus, Count::All, gpu.sharing)
+            .map_err(searched)?
     };
     if let Some(locked) = &mut locked {
         locked.data = view;
@@ -192,26 +218,96 @@ fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocati
     })
 }
 
-/// The ledger as it is, read without creating or locking anything (for `explain`).
-fn peek(ctx: &Context) -> Result<Ledger, GpuError> {
-    let path = ctx.config.state_dir.join(ledger::LEDGER_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
-            GpuError::Ledger(LedgerError::Corrupt {
-                path,
-                message: err.to_string(),
+fn names(gpus: &[ledger::Gpu]) -> Vec<String> {
+    gpus.iter().map(|g| g.name.clone()).collect()
+}
+
+/// The devices of one kind, told apart by the host devices behind them ([`cdi::identity`]),
+/// so that aliases count as one GPU and composites as none.
+struct Inventory {
+    /// Every device of the kind in natural order (index names first).
+    devices: Vec<ledger::Gpu>,
+}
+
+impl Inventory {
+    fn load(registry: &Registry, kind: &str) -> Self {
+        let devices = registry
+            .devices_of_kind(kind)
+            .into_iter()
+            .map(|name| {
+                // A device whose nodes cannot be resolved is known by its name; injecting it
+                // reports why it is broken.
+                let nodes = cdi::identity(registry, &name).unwrap_or_default();
+                ledger::Gpu { name, nodes }
             })
-        }),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Ledger::default()),
-        Err(cause) => Err(GpuError::Ledger(LedgerError::Io {
-            what: "read",
-            path,
-            cause,
-        })),
+            .collect();
+        Inventory { devices }
+    }
+
+    /// Whether `gpu` spans several GPUs: a generator's `all` device, or one whose nodes
+    /// include those of two or more different other devices.
+    fn is_composite(&self, gpu: &ledger::Gpu) -> bool {
+        if gpu.name.ends_with("=all") {
+            return true;
+        }
+        let mut parts: Vec<&BTreeSet<String>> = self
+            .devices
+            .iter()
+            .map(|d| &d.nodes)
+            .filter(|nodes| !nodes.is_empty() && **nodes != gpu.nodes)
+            .filter(|nodes| nodes.is_subset(&gpu.nodes))
+            .collect();
+        parts.sort();
+        parts.dedup();
+        parts.len() >= 2
+    }
+
+    /// One entry per GPU: composites left out, and of several names for the same nodes (an
+    /// index and a UUID) only the first in natural order, so the index name is the one used.
+    fn singles(&self) -> Vec<ledger::Gpu> {
+        let mut singles: Vec<ledger::Gpu> = Vec::new();
+        for device in &self.devices {
+            let alias = !device.nodes.is_empty() && singles.iter().any(|s| s.nodes == device.nodes);
+            if !alias && !self.is_composite(device) {
+                singles.push(device.clone());
+            }
+        }
+        singles
+    }
+
+    /// The GPUs a device named through CDI stands for: the GPU it is a name of (as
+    /// [`Inventory::singles`] names it), or every GPU a composite covers.
+    fn expand(&self, name: &str) -> Vec<ledger::Gpu> {
+        let device = self
+            .devices
+            .iter()
+            .find(|d| d.name == name)
+            .cloned()
+            .unwrap_or_else(|| ledger::Gpu {
+                name: name.to_owned(),
+                nodes: BTreeSet::new(),
+            });
+        if device.nodes.is_empty() {
+            return vec![device];
+        }
+        let singles = self.singles();
+        if let Some(same) = singles.iter().find(|s| s.nodes == device.nodes) {
+            return vec![same.clone()];
+        }
+        let members: Vec<ledger::Gpu> = singles
+            .into_iter()
+            .filter(|s| !s.nodes.is_empty() && s.nodes.is_subset(&device.nodes))
+            .collect();
+        if members.is_empty() {
+            vec![device]
+        } else {
+            members
+        }
     }
 }
 
-/// The devices of `kind` the client named through CDI, as the CDI edit resolved them.
+/// The devices of `kind` the client named through CDI, as the CDI edit resolved them
+/// (composites such as `all` included: they are expanded into their GPUs).
 fn named_devices(
     spec: &Spec,
     ctx: &Context,
@@ -229,7 +325,7 @@ fn named_devices(
     let prefix = format!("{kind}=");
     Ok(resolved
         .into_iter()
-        .filter(|q| q.starts_with(&prefix) && !q.ends_with("=all"))
+        .filter(|q| q.starts_with(&prefix))
         .collect())
 }
 
@@ -533,6 +629,20 @@ mod tests {
             Node { dir, config }
         }
 
+        /// Replaces the NVIDIA spec with `devices` (YAML flow list) under nvidia-ctk's
+        /// spec-level nodes, which every device shares and which are no GPU.
+        fn nvidia(&self, devices: &str) {
+            fs::write(
+                self.config.cdi.spec_dirs[0].join("nvidia.yaml"),
+                format!(
+                    "cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ncontainerEdits: {{deviceNodes: [\
+                     {{path: /dev/nvidiactl, type: c, major: 195, minor: 255}}, \
+                     {{path: /dev/nvidia-uvm, type: c, major: 510, minor: 0}}]}}\ndevices: [{devices}]\n"
+                ),
+            )
+            .unwrap();
+        }
+
         fn ledger(&self) -> Option<String> {
             fs::read_to_string(self.config.state_dir.join(ledger::LEDGER_FILE)).ok()
         }
@@ -716,7 +826,7 @@ mod tests {
         let mut s = spec(&[("io.cdirun.gpu.model", "V100")], &[]);
         let err = node.create("b", &mut s).unwrap_err().to_string();
         assert!(
-            err.contains("model \"V100\": free: none; held: none"),
+            err.contains("model \"V100\": no such GPU is defined in the CDI specs in"),
             "{err}"
         );
     }
@@ -743,7 +853,11 @@ mod tests {
             &["NVIDIA_VISIBLE_DEVICES=2"],
         );
         let err = node.create("b", &mut s).unwrap_err().to_string();
-        assert!(err.contains("nvidia.com/gpu=2 by a (exclusive)"), "{err}");
+        // The CDI edit refuses a device held exclusively before the GPU edit looks.
+        assert!(
+            err.contains("nvidia.com/gpu=2 is held exclusively by container a"),
+            "{err}"
+        );
         let mut s = spec(
             &[
                 ("io.cdirun.gpu.count", "1"),
@@ -753,7 +867,7 @@ mod tests {
         );
         let err = node.create("c", &mut s).unwrap_err().to_string();
         assert!(
-            err.contains("nvidia.com/gpu=0 are also named through CDI"),
+            err.contains("the container also names nvidia.com/gpu=0 through CDI"),
             "{err}"
         );
     }
@@ -912,6 +1026,159 @@ mod tests {
                 .iter()
                 .any(|r| r.major() == Some(195) && r.minor() == Some(0)),
             "{rules:?}"
+        );
+    }
+
+    /// A GPU named `name` on /dev/nvidia<minors> (and its render node), as nvidia-ctk writes it.
+    fn ctk_device(name: &str, minors: &[u32]) -> String {
+        let nodes: Vec<String> = minors
+            .iter()
+            .map(|m| {
+                format!(
+                    "{{path: /dev/nvidia{m}, type: c, major: 195, minor: {m}}}, \
+                     {{path: /dev/dri/renderD{r}, type: c, major: 226, minor: {r}}}",
+                    r = 128 + m
+                )
+            })
+            .collect();
+        format!(
+            "{{name: \"{name}\", containerEdits: {{deviceNodes: [{}]}}}}",
+            nodes.join(", ")
+        )
+    }
+
+    /// nvidia-ctk's layout for two GPUs: by index, by UUID and `all`.
+    fn ctk_spec() -> String {
+        [
+            ctk_device("0", &[0]),
+            ctk_device("1", &[1]),
+            ctk_device("GPU-0000-uuid0", &[0]),
+            ctk_device("GPU-1111-uuid1", &[1]),
+            ctk_device("all", &[0, 1]),
+        ]
+        .join(", ")
+    }
+
+    #[test]
+    fn an_exclusive_composite_takes_every_gpu_it_covers() {
+        // Regression: `all` was recorded as nothing (or one GPU), so a later request got GPU 1,
+        // whose node the first container also had.
+        let node = Node::new();
+        node.nvidia(&ctk_spec());
+        let mut a = spec(
+            &[
+                ("io.cdirun.gpu.sharing", "exclusive"),
+                ("cdi.k8s.io/x", "nvidia.com/gpu=all"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            devices(&node.create("a", &mut a).unwrap()),
+            ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
+        );
+        let ledger = node.ledger().unwrap();
+        assert!(
+            ledger.contains("c 195:1") && !ledger.contains("195:255"),
+            "{ledger}"
+        );
+        let mut b = spec(&[("io.cdirun.gpu.count", "1")], &[]);
+        let err = node.create("b", &mut b).unwrap_err().to_string();
+        assert!(
+            err.contains("free: none; held: nvidia.com/gpu=0 by a (exclusive), nvidia.com/gpu=1 by a (exclusive)"),
+            "{err}"
+        );
+        // A composite over a held GPU is refused, naming the holder.
+        let node = Node::new();
+        node.nvidia(&ctk_spec());
+        let mut one = spec(&[("io.cdirun.gpu.count", "1")], &[]);
+        node.create("one", &mut one).unwrap();
+        let mut all = spec(
+            &[("io.cdirun.gpu.sharing", "exclusive")],
+            &["NVIDIA_VISIBLE_DEVICES=all"],
+        );
+        let err = node.create("all", &mut all).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "nvidia.com/gpu=all shares host devices with nvidia.com/gpu=0, held exclusively by container one"
+            ),
+            "{err}"
+        );
+        // NVIDIA_VISIBLE_DEVICES=all already gives every GPU: a count on top is a conflict.
+        let node = Node::new();
+        node.nvidia(&ctk_spec());
+        let mut both = spec(
+            &[("io.cdirun.gpu.count", "1")],
+            &["NVIDIA_VISIBLE_DEVICES=all"],
+        );
+        let err = node.create("both", &mut both).unwrap_err().to_string();
+        assert!(
+            err.contains("the container also names nvidia.com/gpu=all through CDI"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn aliases_are_one_gpu() {
+        // Regression: two count=2 requests got `0,1` and the two UUID names: the same GPUs.
+        let node = Node::new();
+        node.nvidia(&ctk_spec());
+        let mut a = spec(&[("io.cdirun.gpu.count", "2")], &[]);
+        assert_eq!(
+            devices(&node.create("a", &mut a).unwrap()),
+            ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
+        );
+        let mut b = spec(&[("io.cdirun.gpu.count", "2")], &[]);
+        let err = node.create("b", &mut b).unwrap_err().to_string();
+        assert!(err.contains("free: none"), "{err}");
+        let mut all = spec(&[("io.cdirun.gpu.count", "all")], &[]);
+        let err = node.create("c", &mut all).unwrap_err().to_string();
+        assert!(err.contains("cannot allocate all 2 exclusive"), "{err}");
+        // A GPU named by its UUID is held as its index name, and blocks a count request.
+        let node = Node::new();
+        node.nvidia(&ctk_spec());
+        let mut uuid = spec(
+            &[("io.cdirun.gpu.sharing", "exclusive")],
+            &["NVIDIA_VISIBLE_DEVICES=GPU-0000-uuid0"],
+        );
+        assert_eq!(
+            devices(&node.create("u", &mut uuid).unwrap()),
+            ["nvidia.com/gpu=0"]
+        );
+        let mut two = spec(&[("io.cdirun.gpu.count", "2")], &[]);
+        let err = node.create("two", &mut two).unwrap_err().to_string();
+        assert!(
+            err.contains("only 2 exist") || err.contains("held: nvidia.com/gpu=0 by u (exclusive)"),
+            "{err}"
+        );
+        let mut one = spec(&[("io.cdirun.gpu.count", "1")], &[]);
+        assert_eq!(
+            devices(&node.create("one", &mut one).unwrap()),
+            ["nvidia.com/gpu=1"]
+        );
+    }
+
+    #[test]
+    fn shared_modes_pick_only_gpus_named_by_index() {
+        // Regression: the least shared GPU was picked even when named by UUID only, and the
+        // create then failed for want of an index.
+        let node = Node::new();
+        node.nvidia(&[ctk_device("0", &[0]), ctk_device("GPU-aaaa-1111", &[1])].join(", "));
+        let mut a = spec(&[("io.cdirun.gpu.sharing", "time-slice")], &[]);
+        assert_eq!(
+            devices(&node.create("a", &mut a).unwrap()),
+            ["nvidia.com/gpu=0"]
+        );
+        // GPU 0 is shared once, the UUID GPU not at all: still GPU 0.
+        let mut b = spec(&[("io.cdirun.gpu.sharing", "time-slice")], &[]);
+        assert_eq!(
+            devices(&node.create("b", &mut b).unwrap()),
+            ["nvidia.com/gpu=0"]
+        );
+        // Exclusive requests may use it.
+        let mut c = spec(&[("io.cdirun.gpu.count", "1")], &[]);
+        assert_eq!(
+            devices(&node.create("c", &mut c).unwrap()),
+            ["nvidia.com/gpu=GPU-aaaa-1111"]
         );
     }
 }
