@@ -425,6 +425,41 @@ fn exec_argv_inherits_the_container_process() {
     rt.assert_gone(&id);
 }
 
+/// libcontainer cannot join an exec'd process to the container's user namespace, so such an
+/// exec would run as the host's root among the container's mounts: it is refused by name, and
+/// the container keeps running.
+#[test]
+fn exec_into_a_container_with_its_own_user_namespace_is_refused() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| {
+        let linux = &mut spec["linux"];
+        linux["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        linux["uidMappings"] = map.clone();
+        linux["gidMappings"] = map;
+        // sysfs and the cgroup hierarchies cannot be mounted from a user namespace without
+        // its own network and cgroup namespaces; this container needs neither.
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "sysfs" && m["type"] != "cgroup");
+    });
+    let id = unique_id("execuserns");
+    rt.started(&bundle, &id);
+    let out = rt.run(&["exec", &id, "cat", "/proc/self/uid_map"]);
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("user namespace"), "{err}");
+    assert!(err.contains(&id), "{err}");
+    assert_eq!(rt.status(&id), "running");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 /// runc's exec statuses: the process's own status when it ran, 255 when exec itself failed; a
 /// bad --process file is named; a file without `user` runs as root, as runc reads it.
 #[test]

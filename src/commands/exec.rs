@@ -24,6 +24,7 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     let id = &args.container_id;
     // Refuse early with runc's message rather than libcontainer's state-file error.
     let container = super::load_container(globals, id)?;
+    refuse_own_user_namespace(&container)?;
     let process = match &args.process {
         Some(path) => from_file(path)?,
         None => from_flags(&args, &container)?,
@@ -62,6 +63,28 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         return Ok(0);
     }
     super::run::wait_forwarding(pid)
+}
+
+/// libcontainer 0.7 joins an exec'd process to every namespace of the container except its user
+/// namespace (its tenant builder lists no "user"): in a container with a user namespace of its
+/// own the process would run as the host's root inside the container's mounts, where the
+/// container's root is an unprivileged host uid. runc joins the user namespace first; until
+/// libcontainer can, cdirun refuses such an exec.
+fn refuse_own_user_namespace(container: &Container) -> Result<()> {
+    let Some(pid) = container.pid() else {
+        return Ok(());
+    };
+    let ours =
+        std::fs::read_link("/proc/self/ns/user").context("cannot read /proc/self/ns/user")?;
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/user"));
+    match theirs {
+        Ok(theirs) if theirs != ours => bail!(
+            "cannot exec in container {:?}: it runs in a user namespace of its own, which cdirun cannot join for exec yet (libcontainer 0.7); the process would run as the host's root",
+            container.id()
+        ),
+        // A container that is gone by now fails below with the usual status error.
+        _ => Ok(()),
+    }
 }
 
 /// libcontainer leaves the notify socket of every exec, and the console socket link of a
