@@ -265,6 +265,45 @@ fn broken_definition_is_skipped_with_a_warning_when_configured() {
     assert!(log.contains("warn"), "{log}");
 }
 
+/// Regression: with on-error = "skip", a broken file in a later dir masked the valid
+/// same-named file of an earlier dir, and its hook silently disappeared.
+#[test]
+fn a_broken_file_in_a_later_dir_leaves_the_earlier_one_in_effect_when_skipping() {
+    let s = Setup::new("skip");
+    s.define(
+        0,
+        "10-x.json",
+        hook_definition(
+            s.marker_hook("earlier"),
+            json!({"always": true}),
+            &["prestart"],
+        ),
+    );
+    fs::write(s.path("d1").join("10-x.json"), "{half written").unwrap();
+    let bundle = Bundle::new(&["/bin/true"]);
+    let id = unique_id("hk");
+    let log = s.path("cdirun.log");
+    let out = s.rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "run",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        s.marked("earlier").is_some(),
+        "the earlier valid hook did not run"
+    );
+    let log = fs::read_to_string(&log).unwrap();
+    let kept = format!("{} stays in effect", s.path("d0/10-x.json").display());
+    assert!(
+        log.contains(&s.path("d1/10-x.json").display().to_string()) && log.contains(&kept),
+        "{log}"
+    );
+}
+
 /// A definition running `cdirun-hook <args>` at createContainer for every container.
 fn cdirun_hook(s: &Setup, name: &str, args: &[&str]) {
     cdirun_hook_at(s, name, "createContainer", args);
