@@ -24,14 +24,30 @@ impl Opts {
     /// `checkpoint`, youki's wording for `--log` and a `kill` without runc's default signal; all
     /// are adjusted before parsing.
     pub fn from_args() -> Self {
-        use clap::{CommandFactory, FromArgMatches};
-        let command = Self::command()
+        use clap::FromArgMatches;
+        let matches = Self::runc_command().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+
+    /// The command line parser, with liboci-cli's verbs adjusted to runc's.
+    fn runc_command() -> clap::Command {
+        use clap::CommandFactory;
+        Self::command()
             .mut_subcommand("checkpointt", |verb| verb.hide(true))
             // runc's kill sends SIGTERM when no signal is named; liboci-cli requires one.
             .mut_subcommand("kill", |verb| {
                 verb.mut_arg("signal", |arg| arg.required(false).default_value("SIGTERM"))
             })
             .mut_subcommand("update", runc_update_values)
+            // runc's `events --interval` is a Go duration (`500ms`, `1m30s`); liboci-cli's
+            // field is a `u32` of seconds, so it carries milliseconds instead.
+            .mut_subcommand("events", |verb| {
+                verb.mut_arg("interval", |arg| {
+                    arg.value_parser(parse_interval_ms)
+                        .default_value("5s")
+                        .help("Interval between statistics: a duration such as 500ms, 5s or 1m30s, or whole seconds")
+                })
+            })
             // runc's `list -f json`.
             .mut_subcommand("list", |verb| verb.mut_arg("format", |arg| arg.short('f')))
             .mut_arg("log", |arg| {
@@ -40,9 +56,7 @@ impl Opts {
             .mut_arg("debug", |arg| arg.help("Log at debug level"))
             .mut_arg("log_format", |arg| {
                 arg.help("Log format: text (default) or json")
-            });
-        let matches = command.get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+            })
     }
 }
 
@@ -104,6 +118,88 @@ fn parse_signed(text: &str) -> Result<u64, String> {
         .parse::<i64>()
         .map(|v| v as u64)
         .map_err(|err| format!("invalid number {text:?}: {err}"))
+}
+
+/// `events --interval` as runc reads it, in milliseconds for liboci-cli's `u32` field: a Go
+/// duration (`500ms`, `1.5s`, `1m30s`; units ns, us, µs, ms, s, m, h) or, as liboci-cli took
+/// it, a bare number of seconds. It must be positive (runc refuses 0); a positive interval
+/// under a millisecond counts as one.
+pub fn parse_interval_ms(text: &str) -> Result<u32, String> {
+    let nanos = parse_duration_nanos(text)?;
+    if nanos == 0 {
+        return Err(format!(
+            "invalid interval {text:?}: it must be greater than 0"
+        ));
+    }
+    u32::try_from(nanos.div_ceil(1_000_000))
+        .map_err(|_| format!("invalid interval {text:?}: at most {}ms", u32::MAX))
+}
+
+/// A Go duration (`time.ParseDuration`) of at least 0, or a bare whole number of seconds, in
+/// nanoseconds.
+fn parse_duration_nanos(text: &str) -> Result<u128, String> {
+    let invalid = |why: &str| format!("invalid duration {text:?}: {why}");
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds: u128 = trimmed.parse().map_err(|_| invalid("too large"))?;
+        return Ok(seconds * 1_000_000_000);
+    }
+    let rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    if rest.starts_with('-') {
+        return Err(invalid("negative"));
+    }
+    if rest.is_empty() {
+        return Err(invalid(
+            "use a number with a unit, such as 500ms, 5s or 1m30s",
+        ));
+    }
+    let mut rest = rest;
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(invalid("missing unit (ns, us, ms, s, m or h)")),
+            other => return Err(invalid(&format!("unknown unit {other:?}"))),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(invalid("a unit must follow a number"));
+        }
+        // Digits past the nanosecond cannot change the result; keeping 18 avoids overflow.
+        let fraction = &fraction[..fraction.len().min(18)];
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| invalid("too large"))?
+        };
+        let fraction_value: u128 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| invalid("bad fraction"))?
+        };
+        let part = whole
+            .checked_mul(scale)
+            .and_then(|w| w.checked_add(fraction_value * scale / 10u128.pow(fraction.len() as u32)))
+            .ok_or_else(|| invalid("too large"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| invalid("too large"))?;
+        rest = after;
+    }
+    Ok(total)
 }
 
 /// Global flags runc accepts that liboci-cli's `GlobalOpts` does not carry.
@@ -213,5 +309,62 @@ mod tests {
         for bad in ["", "m", "12x", "-2", "1..2m", "1e3"] {
             assert!(parse_bytes(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    /// Regression: `events --interval 1s` was refused; runc takes a Go duration.
+    #[test]
+    fn intervals_read_as_go_durations_or_whole_seconds() {
+        let cases = [
+            ("5", 5_000),
+            ("1s", 1_000),
+            ("500ms", 500),
+            ("200ms", 200),
+            ("1m30s", 90_000),
+            ("1.5s", 1_500),
+            (".5s", 500),
+            ("1h", 3_600_000),
+            ("2h45m", 9_900_000),
+            ("+3s", 3_000),
+            ("1500us", 2),
+            ("250µs", 1),
+            ("1ns", 1),
+            ("1s500ms", 1_500),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_interval_ms(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "", "0", "0s", "-1s", "1.5", "s", "1x", "1.", "1..5s", "5 s", "1sec", "2000h", "ms5",
+        ] {
+            assert!(parse_interval_ms(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    fn events_interval(args: &[&str]) -> Result<u32, clap::Error> {
+        use clap::FromArgMatches;
+        let matches = Opts::runc_command().try_get_matches_from(args)?;
+        match Opts::from_arg_matches(&matches)?.command {
+            Some(Command::Common(common)) => match *common {
+                CommonCmd::Events(events) => Ok(events.interval),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_takes_a_duration_and_defaults_to_five_seconds() {
+        let interval = |args: &[&str]| events_interval(args).map_err(|e| e.to_string());
+        assert_eq!(
+            interval(&["cdirun", "events", "--interval", "200ms", "c"]),
+            Ok(200)
+        );
+        assert_eq!(
+            interval(&["cdirun", "events", "--interval", "2", "c"]),
+            Ok(2_000)
+        );
+        assert_eq!(interval(&["cdirun", "events", "c"]), Ok(5_000));
+        let err = interval(&["cdirun", "events", "--interval", "0s", "c"]).unwrap_err();
+        assert!(err.contains("greater than 0"), "{err}");
     }
 }

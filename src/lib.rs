@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod edit;
 pub mod finish;
+pub mod hook_failure;
 pub mod hook_stage;
 pub mod hooksd;
 pub mod late_hooks;

@@ -265,6 +265,45 @@ fn broken_definition_is_skipped_with_a_warning_when_configured() {
     assert!(log.contains("warn"), "{log}");
 }
 
+/// Regression: with on-error = "skip", a broken file in a later dir masked the valid
+/// same-named file of an earlier dir, and its hook silently disappeared.
+#[test]
+fn a_broken_file_in_a_later_dir_leaves_the_earlier_one_in_effect_when_skipping() {
+    let s = Setup::new("skip");
+    s.define(
+        0,
+        "10-x.json",
+        hook_definition(
+            s.marker_hook("earlier"),
+            json!({"always": true}),
+            &["prestart"],
+        ),
+    );
+    fs::write(s.path("d1").join("10-x.json"), "{half written").unwrap();
+    let bundle = Bundle::new(&["/bin/true"]);
+    let id = unique_id("hk");
+    let log = s.path("cdirun.log");
+    let out = s.rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "run",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        s.marked("earlier").is_some(),
+        "the earlier valid hook did not run"
+    );
+    let log = fs::read_to_string(&log).unwrap();
+    let kept = format!("{} stays in effect", s.path("d0/10-x.json").display());
+    assert!(
+        log.contains(&s.path("d1/10-x.json").display().to_string()) && log.contains(&kept),
+        "{log}"
+    );
+}
+
 /// A definition running `cdirun-hook <args>` at createContainer for every container.
 fn cdirun_hook(s: &Setup, name: &str, args: &[&str]) {
     cdirun_hook_at(s, name, "createContainer", args);
@@ -616,4 +655,72 @@ fn provision_refuses_to_run_from_the_runtime_namespaces() {
     assert!(err.contains("must be a createContainer hook"), "{err}");
     assert!(!bundle.path().join("rootfs/provisioned").exists());
     s.rt.assert_gone(&id);
+}
+
+/// A bundle running /bin/true whose config has `hooks` (the OCI `hooks` object).
+fn bundle_with_hooks(hooks: Value) -> Bundle {
+    let bundle = Bundle::new(&["/bin/true"]);
+    bundle.edit(|spec| spec["hooks"] = hooks);
+    bundle
+}
+
+fn failing_hook(message: &str, code: i32) -> Value {
+    json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {message} >&2; exit {code}")]})
+}
+
+/// Regression: a failed createRuntime hook gave only "failed hooks hook command exited with
+/// non-zero exit code: 3", naming neither the stage nor the hook.
+#[test]
+fn a_failed_create_runtime_hook_is_named_with_its_exit_status() {
+    let rt = Runtime::new();
+    let bundle =
+        bundle_with_hooks(json!({"createRuntime": [failing_hook("runtime-hook-broke", 3)]}));
+    let id = unique_id("hkf");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok, "create succeeded with a failing hook");
+    assert!(
+        err.contains("error running createRuntime hook #0 (/bin/sh): exit status 3"),
+        "{err}"
+    );
+    // The hook's own stderr passes through, just before the error line.
+    assert!(err.contains("runtime-hook-broke"), "{err}");
+    rt.assert_gone(&id);
+}
+
+/// A timeout narrows the suspects to the hooks that have one.
+#[test]
+fn a_timed_out_prestart_hook_is_named_with_its_timeout() {
+    let rt = Runtime::new();
+    let bundle = bundle_with_hooks(json!({
+        "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 5"], "timeout": 1}],
+        "createRuntime": [{"path": "/bin/true"}],
+    }));
+    let id = unique_id("hkf");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok, "create succeeded with a hook that timed out");
+    assert!(
+        err.contains("error running prestart hook #0 (/bin/sh): timed out after 1s"),
+        "{err}"
+    );
+    rt.assert_gone(&id);
+}
+
+/// Regression: a failed createContainer hook gave only "error in executing process : failed to
+/// run hooks". The init passes on no exit status, so the line names the hook and says so.
+#[test]
+fn a_failed_create_container_hook_is_named() {
+    let rt = Runtime::new();
+    let bundle = bundle_with_hooks(json!({
+        "prestart": [{"path": "/bin/true"}],
+        "createContainer": [failing_hook("container-hook-broke", 4)],
+    }));
+    let id = unique_id("hkf");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok, "create succeeded with a failing hook");
+    assert!(
+        err.contains("error running createContainer hook #0 (/bin/sh): "),
+        "{err}"
+    );
+    assert!(err.contains("container-hook-broke"), "{err}");
+    rt.assert_gone(&id);
 }

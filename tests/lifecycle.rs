@@ -623,6 +623,38 @@ fn ps_list_and_events_report_the_container() {
     assert_eq!(rt.ok(&["list", "--format", "json"]).trim(), "[]");
 }
 
+/// Regression: `events --interval 1s` was refused; runc takes a Go duration, sub-second too.
+#[test]
+fn events_repeats_at_a_go_duration_interval_until_the_container_goes() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("evi");
+    rt.started(&bundle, &id);
+    let child = rt
+        .command(&["events", "--interval", "200ms", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    rt.ok(&["delete", "--force", &id]);
+    let out = common::wait_within(child, Duration::from_secs(10));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("invalid value"), "{stderr}");
+    let events: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // One at once, then one every 200 ms: five or six in 1.1 s (one with the 5 s default).
+    assert!(events.len() >= 3, "{} events: {stderr}", events.len());
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "stats" && e["id"] == id.as_str())
+    );
+    rt.assert_gone(&id);
+}
+
 #[test]
 fn update_applies_resources_from_stdin_file_and_flags() {
     let rt = Runtime::new();

@@ -156,8 +156,21 @@ impl Init<'_> {
             .with_systemd(cgroup_driver.is_systemd())
             .with_detach(self.detach)
             .with_no_pivot(self.no_pivot)
-            .build()?;
+            .build()
+            .map_err(|err| build_error(err, spec))?;
         Ok(container)
+    }
+}
+
+/// libcontainer's error, or for a failed hook an error that names it (libcontainer's does not).
+fn build_error(
+    err: libcontainer::error::LibcontainerError,
+    spec: &libcontainer::oci_spec::runtime::Spec,
+) -> anyhow::Error {
+    let hooks = spec.hooks().as_ref();
+    match hooks.and_then(|hooks| crate::hook_failure::explain(&err, hooks)) {
+        Some(failed) => failed.into(),
+        None => err.into(),
     }
 }
 

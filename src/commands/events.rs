@@ -1,5 +1,5 @@
 //! `events`: a container's cgroup statistics as runc's event lines, once (`--stats`) or every
-//! `--interval` seconds while it runs.
+//! `--interval` (a Go duration, as runc takes it) while it runs.
 //!
 //! `data` is libcgroups' statistics object plus `scope`: the container's cgroup path and the
 //! figures cdirun reads itself in every layout (memory current and max, CPU usage, process
@@ -59,7 +59,8 @@ pub fn events(args: liboci_cli::Events, globals: &Globals) -> Result<()> {
         if args.stats {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_secs(u64::from(args.interval.max(1))));
+        // `interval` holds milliseconds (see `cli::parse_interval_ms`).
+        std::thread::sleep(Duration::from_millis(u64::from(args.interval.max(1))));
         container.refresh_status()?;
     }
 }

@@ -2,7 +2,8 @@
 //! container into the spec's hook lists, in file-name order.
 //!
 //! A broken definition fails the create (`on-error = "fail"`) or is skipped with a warning
-//! (`"skip"`); either way the message names the file and the field. Appending is add-if-absent,
+//! (`"skip"`); either way the message names the file and the field, and a skip warning names the
+//! earlier same-named file that stays in effect, if any. Appending is add-if-absent,
 //! so applying twice (or over a config a client already injected the same hooks into) gives the
 //! same config.
 
@@ -40,7 +41,10 @@ impl Edit for HooksD {
         let (definitions, problems) = hooksd::load(&config.dirs);
         if !problems.is_empty() {
             match config.on_error {
-                OnError::Fail => return Err(HooksError::Broken(problems).into()),
+                OnError::Fail => {
+                    let errors = problems.into_iter().map(|p| p.error).collect();
+                    return Err(HooksError::Broken(errors).into());
+                }
                 OnError::Skip => {
                     for problem in &problems {
                         tracing::warn!("skipping: {problem}");

@@ -2,8 +2,9 @@
 //! them, reading the hooks.d dirs (ordering and masking) and matching a definition to a spec.
 //!
 //! Semantics follow the reference implementation (containers/common `pkg/hooks`):
-//! - files are `*.json` directly in each dir; a same-named file in a later dir masks the earlier;
-//!   the survivors are applied in the order of their lower-cased file names;
+//! - files are `*.json` directly in each dir; a same-named valid file in a later dir masks the
+//!   earlier, a broken one masks nothing; the survivors are applied in the order of their
+//!   lower-cased file names;
 //! - a file without `version` (or with `0.1.0`) is the legacy schema, whose conditions match
 //!   any-of; 1.0.0 conditions are ANDed;
 //! - annotation keys and values, and commands, are unanchored regular expressions; `commands`
@@ -498,71 +499,129 @@ fn stages(names: &[String], file: &Path, name: &'static str) -> Result<Vec<Stage
     Ok(stages)
 }
 
-/// The files that count across `dirs`, in application order: `*.json` directly in each dir, a
-/// same-named file in a later dir masking the earlier, ordered by lower-cased name (then name,
-/// so the order is total). A missing dir is no error (the defaults name dirs that packages may
-/// never create); an unreadable one is.
-pub fn files(dirs: &[PathBuf]) -> (Vec<PathBuf>, Vec<HooksdError>) {
-    let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut problems = Vec::new();
-    for dir in dirs {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(cause) => {
-                problems.push(HooksdError::Dir {
-                    dir: dir.clone(),
+/// A definition file that could not be used, and the same-named file of an earlier dir that
+/// stays in effect instead (a broken file masks nothing, as in the reference, so an admin's
+/// half-written override never silently removes a packaged hook).
+#[derive(Debug)]
+pub struct Problem {
+    pub error: HooksdError,
+    pub in_effect: Option<PathBuf>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        match &self.in_effect {
+            Some(file) => write!(f, "; {} stays in effect", file.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl From<HooksdError> for Problem {
+    fn from(error: HooksdError) -> Self {
+        Self {
+            error,
+            in_effect: None,
+        }
+    }
+}
+
+/// The `*.json` files directly in `dir`, by file name. A missing dir is no error (the defaults
+/// name dirs that packages may never create); an unreadable one is.
+fn dir_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(String, PathBuf)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(cause) => {
+            problems.push(
+                HooksdError::Dir {
+                    dir: dir.to_owned(),
                     cause,
-                });
+                }
+                .into(),
+            );
+            return Vec::new();
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(cause) => {
+                problems.push(
+                    HooksdError::Dir {
+                        dir: dir.to_owned(),
+                        cause,
+                    }
+                    .into(),
+                );
                 continue;
             }
         };
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(cause) => {
-                    problems.push(HooksdError::Dir {
-                        dir: dir.clone(),
-                        cause,
-                    });
-                    continue;
-                }
-            };
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if name.ends_with(SUFFIX) {
-                by_name.insert(name, entry.path());
-            }
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.ends_with(SUFFIX) {
+            files.push((name, entry.path()));
         }
     }
-    let mut ordered: Vec<(String, PathBuf)> = by_name.into_iter().collect();
+    files
+}
+
+/// Reads and parses one definition file.
+fn read(file: &Path, path_exists: &dyn Fn(&Path) -> bool) -> Result<Definition, HooksdError> {
+    let text = std::fs::read_to_string(file).map_err(|cause| HooksdError::Read {
+        file: file.to_owned(),
+        cause,
+    })?;
+    Definition::parse(&text, file, path_exists)
+}
+
+/// Orders by lower-cased file name, then name (so the order is total).
+fn by_lowercased_name<T>(map: BTreeMap<String, T>) -> impl Iterator<Item = T> {
+    let mut ordered: Vec<(String, T)> = map.into_iter().collect();
     ordered.sort_by(|(a, _), (b, _)| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
-    (
-        ordered.into_iter().map(|(_, path)| path).collect(),
-        problems,
-    )
+    ordered.into_iter().map(|(_, value)| value)
 }
 
 /// Every definition in `dirs`, in application order, and the problems met on the way (each
 /// naming its dir or file). A broken file does not stop the others from loading.
-pub fn load(dirs: &[PathBuf]) -> (Vec<Definition>, Vec<HooksdError>) {
-    let (files, mut problems) = files(dirs);
-    let mut definitions = Vec::with_capacity(files.len());
-    for file in files {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(cause) => {
-                problems.push(HooksdError::Read { file, cause });
-                continue;
+///
+/// Masking follows the reference: a file name is registered only when its file parses, so a
+/// same-named valid file in a later dir replaces the earlier definition, while a broken one
+/// leaves it in effect (its problem says which file that is). A broken file that a valid file
+/// in a later dir replaces is no problem: the override is what the admin meant.
+pub fn load(dirs: &[PathBuf]) -> (Vec<Definition>, Vec<Problem>) {
+    load_with(dirs, &|p| p.exists())
+}
+
+fn load_with(
+    dirs: &[PathBuf],
+    path_exists: &dyn Fn(&Path) -> bool,
+) -> (Vec<Definition>, Vec<Problem>) {
+    let mut registered: BTreeMap<String, Definition> = BTreeMap::new();
+    let mut broken: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for dir in dirs {
+        for (name, file) in dir_files(dir, &mut problems) {
+            match read(&file, path_exists) {
+                Ok(definition) => {
+                    broken.remove(&name);
+                    registered.insert(name, definition);
+                }
+                Err(error) => {
+                    let in_effect = registered.get(&name).map(|d| d.file.clone());
+                    broken
+                        .entry(name)
+                        .or_default()
+                        .push(Problem { error, in_effect });
+                }
             }
-        };
-        match Definition::parse(&text, &file, &|p| p.exists()) {
-            Ok(definition) => definitions.push(definition),
-            Err(err) => problems.push(err),
         }
     }
-    (definitions, problems)
+    problems.extend(by_lowercased_name(broken).flatten());
+    (by_lowercased_name(registered).collect(), problems)
 }
 
 #[cfg(test)]

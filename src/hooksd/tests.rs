@@ -299,55 +299,148 @@ fn write(dir: &Path, name: &str, text: &str) {
     fs::write(dir.join(name), text).unwrap();
 }
 
+/// A valid definition whose hook is `/bin/<tag>`, so a loaded one tells which file it came from.
+fn valid(tag: &str) -> String {
+    json!({"version": "1.0.0", "hook": {"path": format!("/bin/{tag}")},
+           "when": {"always": true}, "stages": ["poststop"]})
+    .to_string()
+}
+
+const BROKEN: &str = "{not json";
+
+fn load_tagged(dirs: &[PathBuf]) -> (Vec<Definition>, Vec<Problem>) {
+    load_with(dirs, &|_| true)
+}
+
 #[test]
-fn files_are_ordered_by_lowercased_name_across_dirs_and_later_dirs_mask() {
+fn definitions_are_ordered_by_lowercased_name_across_dirs_and_later_dirs_mask() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b, missing) = (
         tmp.path().join("a"),
         tmp.path().join("b"),
         tmp.path().join("none"),
     );
-    write(&a, "02-mid.json", "{}");
-    write(&a, "01-first.json", "{}");
-    write(&a, "10-masked.json", "{}");
+    write(&a, "02-mid.json", &valid("mid"));
+    write(&a, "01-first.json", &valid("first"));
+    write(&a, "10-masked.json", &valid("masked"));
     write(&a, "README", "not a definition");
     write(&a, "03-x.json.bak", "{}");
-    write(&b, "10-masked.json", "{}");
-    write(&b, "01-UPPER.json", "{}");
-    write(&b, "00-early.json", "{}");
-    let (files, problems) = files(&[a.clone(), missing, b.clone()]);
+    write(&b, "10-masked.json", &valid("masking"));
+    write(&b, "01-UPPER.json", &valid("upper"));
+    write(&b, "00-early.json", &valid("early"));
+    let (definitions, problems) = load_tagged(&[a.clone(), missing, b.clone()]);
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(
-        files,
-        vec![
-            b.join("00-early.json"),
-            a.join("01-first.json"),
-            b.join("01-UPPER.json"),
-            a.join("02-mid.json"),
-            b.join("10-masked.json"),
-        ]
+    let got: Vec<(PathBuf, PathBuf)> = definitions
+        .into_iter()
+        .map(|d| (d.file, d.hook.path().clone()))
+        .collect();
+    let want = [
+        (b.join("00-early.json"), "/bin/early"),
+        (a.join("01-first.json"), "/bin/first"),
+        (b.join("01-UPPER.json"), "/bin/upper"),
+        (a.join("02-mid.json"), "/bin/mid"),
+        (b.join("10-masked.json"), "/bin/masking"),
+    ]
+    .map(|(file, hook)| (file, PathBuf::from(hook)));
+    assert_eq!(got, want);
+}
+
+/// Regression: a broken file in a later dir masked the valid same-named file of an earlier
+/// dir, so with on-error = "skip" the hook silently disappeared. Each row: what dirs a, b and c
+/// hold for one file name (None: no such file), the hook that is in effect, and for each
+/// problem reported, the dir of the broken file and the dir whose file stays in effect.
+#[test]
+fn only_a_valid_file_masks_and_a_problem_names_the_file_in_effect() {
+    type Row = (
+        [Option<&'static str>; 3],
+        Option<&'static str>,
+        &'static [(&'static str, Option<&'static str>)],
     );
+    let rows: [Row; 7] = [
+        (
+            [Some("a"), Some(BROKEN), None],
+            Some("a"),
+            &[("b", Some("a"))],
+        ),
+        (
+            [Some("a"), Some(BROKEN), Some(BROKEN)],
+            Some("a"),
+            &[("b", Some("a")), ("c", Some("a"))],
+        ),
+        (
+            [Some("a"), Some("b"), Some(BROKEN)],
+            Some("b"),
+            &[("c", Some("b"))],
+        ),
+        ([Some(BROKEN), Some("b"), None], Some("b"), &[]),
+        ([Some("a"), Some(BROKEN), Some("c")], Some("c"), &[]),
+        (
+            [Some(BROKEN), Some(BROKEN), None],
+            None,
+            &[("a", None), ("b", None)],
+        ),
+        ([None, Some(BROKEN), None], None, &[("b", None)]),
+    ];
+    for (files, in_effect, want_problems) in rows {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = ["a", "b", "c"].map(|d| tmp.path().join(d));
+        for (dir, text) in dirs.iter().zip(files) {
+            fs::create_dir_all(dir).unwrap();
+            if let Some(text) = text {
+                let text = if text == BROKEN {
+                    text.to_owned()
+                } else {
+                    valid(text)
+                };
+                write(dir, "10-x.json", &text);
+            }
+        }
+        let (definitions, problems) = load_tagged(&dirs);
+        let got: Vec<PathBuf> = definitions.iter().map(|d| d.hook.path().clone()).collect();
+        let want: Vec<PathBuf> = in_effect
+            .iter()
+            .map(|t| format!("/bin/{t}").into())
+            .collect();
+        assert_eq!(got, want, "{files:?}");
+        let file = |dir: &str| tmp.path().join(dir).join("10-x.json");
+        let got: Vec<(PathBuf, Option<PathBuf>)> = problems
+            .iter()
+            .map(|p| match &p.error {
+                HooksdError::Parse { file, .. } => (file.clone(), p.in_effect.clone()),
+                other => panic!("{other}"),
+            })
+            .collect();
+        let want: Vec<(PathBuf, Option<PathBuf>)> = want_problems
+            .iter()
+            .map(|(dir, kept)| (file(dir), kept.map(file)))
+            .collect();
+        assert_eq!(got, want, "{files:?}");
+        for problem in &problems {
+            let msg = problem.to_string();
+            match &problem.in_effect {
+                Some(kept) => assert!(
+                    msg.ends_with(&format!("; {} stays in effect", kept.display())),
+                    "{msg}"
+                ),
+                None => assert!(!msg.contains("stays in effect"), "{msg}"),
+            }
+        }
+    }
 }
 
 #[test]
-fn load_applies_masking_before_parsing_and_reports_each_broken_file() {
+fn load_reports_each_broken_file_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    // Broken in the earlier dir, masked by a valid one in the later: no problem.
-    write(&a, "01-fixed.json", "{not json");
-    write(
-        &b,
-        "01-fixed.json",
-        r#"{"version": "1.0.0", "hook": {"path": "/bin/sh"}, "when": {"always": true}, "stages": ["poststop"]}"#,
-    );
+    let a = tmp.path().join("a");
     write(
         &a,
         "02-bad.json",
         r#"{"version": "1.0.0", "hook": {"path": "/bin/sh"}, "when": {"always": true}, "stages": ["afterStop"]}"#,
     );
-    let (definitions, problems) = load(&[a.clone(), b.clone()]);
+    write(&a, "01-good.json", &valid("sh"));
+    let (definitions, problems) = load(std::slice::from_ref(&a));
     assert_eq!(definitions.len(), 1);
-    assert_eq!(definitions[0].file, b.join("01-fixed.json"));
+    assert_eq!(definitions[0].file, a.join("01-good.json"));
     assert_eq!(problems.len(), 1);
     let msg = problems[0].to_string();
     assert!(msg.contains("\"afterStop\""), "{msg}");
@@ -360,10 +453,11 @@ fn load_applies_masking_before_parsing_and_reports_each_broken_file() {
 #[test]
 fn shipped_examples_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/hooks.d");
-    let (names, problems) = files(std::slice::from_ref(&dir));
+    let mut problems = Vec::new();
+    let names = dir_files(&dir, &mut problems);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(names.len(), 3, "{names:?}");
-    for file in names {
+    for (_, file) in names {
         let text = fs::read_to_string(&file).unwrap();
         let def = Definition::parse(&text, &file, &|p| p == Path::new("/usr/bin/cdirun-hook"))
             .unwrap_or_else(|e| panic!("{e}"));
