@@ -425,6 +425,42 @@ fn exec_argv_inherits_the_container_process() {
     rt.assert_gone(&id);
 }
 
+/// An exec'd process runs under the container's seccomp filter, as runc's does (libcontainer
+/// left it out), whether the process comes from argv or from a --process file.
+#[test]
+fn exec_runs_under_the_container_seccomp_filter() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| {
+        spec["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        });
+    });
+    let id = unique_id("execseccomp");
+    rt.started(&bundle, &id);
+    let probe = "grep Seccomp: /proc/self/status | tr -d '\t'; mkdir /tmp/x 2>/dev/null && echo made || echo refused";
+    let want = "Seccomp:2\nrefused\n";
+    assert_eq!(rt.ok(&["exec", &id, "sh", "-c", probe]), want);
+    let process = bundle.path().join("probe.json");
+    fs::write(
+        &process,
+        serde_json::json!({
+            "cwd": "/", "args": ["sh", "-c", probe], "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        rt.ok(&["exec", "--process", process.to_str().unwrap(), &id]),
+        want
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 /// libcontainer cannot join an exec'd process to the container's user namespace, so such an
 /// exec would run as the host's root among the container's mounts: it is refused by name, and
 /// the container keeps running.

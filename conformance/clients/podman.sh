@@ -122,6 +122,11 @@ check_output "exec: the container's env and working dir, plus exec -e" "bar /tmp
   "${by_name[@]}" exec -e X=1 long sh -c 'echo "$FOO $(pwd) $X"'
 check_output "exec --user 1000:1000 -w /bin" "1000 1000 /bin" \
   "${by_name[@]}" exec --user 1000:1000 -w /bin long sh -c 'echo "$(id -u) $(id -g) $(pwd)"'
+# podman's default seccomp profile: the exec'd process runs under it as the init does, and the
+# cgroup hierarchies it sees are read-only, so it cannot raise its own limits.
+check_output "exec: the container's seccomp filter; read-only cgroup mounts" "Seccomp:2 refused" \
+  "${by_name[@]}" exec long sh -c \
+  'echo "$(grep Seccomp: /proc/self/status | tr -d "\t") $(echo max 2>/dev/null >/sys/fs/cgroup/pids/pids.max && echo raised || echo refused)"'
 check_output "cp into and out of a running container" "from-host" bash -c '
   echo from-host >'"$work"'/cp-in && "$@" cp '"$work"'/cp-in long:/tmp/cp && "$@" cp long:/tmp/cp '"$work"'/cp-out &&
   cat '"$work"'/cp-out' _ "${by_name[@]}"

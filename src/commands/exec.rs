@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 use serde_json::{Map, Value, json};
@@ -25,10 +26,14 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     // Refuse early with runc's message rather than libcontainer's state-file error.
     let container = super::load_container(globals, id)?;
     refuse_own_user_namespace(&container)?;
+    let spec = crate::bundle::load(container.bundle())?;
     let process = match &args.process {
         Some(path) => from_file(path)?,
-        None => from_flags(&args, &container)?,
+        None => from_flags(&args, &spec)?,
     };
+    if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        super::executor::seccomp_for_exec(profile);
+    }
     check(&process)?;
     if process.get("terminal") == Some(&Value::Bool(true))
         && args.detach
@@ -157,8 +162,7 @@ fn from_file(path: &Path) -> Result<Value> {
 /// argv and flags: the container's process from its config.json, with the command, `--tty`,
 /// `--env` (replacing a variable of the same name), `--cwd`, `--user`, `--additional-gids`,
 /// `--cap`, `--no-new-privs`, `--apparmor` and `--process-label` laid over it as runc does.
-fn from_flags(args: &liboci_cli::Exec, container: &Container) -> Result<Value> {
-    let spec = crate::bundle::load(container.bundle())?;
+fn from_flags(args: &liboci_cli::Exec, spec: &Spec) -> Result<Value> {
     let mut process = match serde_json::to_value(spec.process())? {
         Value::Object(fields) => fields,
         _ => Map::new(),

@@ -5,19 +5,67 @@
 //! shell does. libcontainer's own check words these differently, refuses any command when the
 //! process has no PATH (runc runs an absolute path without one), and wants the others-execute bit
 //! (runc wants any execute bit). This check follows runc (Go's exec.LookPath) in both.
+//!
+//! For `exec` it also loads the container's seccomp filter, which libcontainer 0.7 leaves out
+//! (see [`seccomp_for_exec`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 #[derive(Clone, Default)]
 pub struct RuncExecutor;
 
+/// The container's seccomp profile, set by `exec` before libcontainer forks the process.
+static EXEC_SECCOMP: OnceLock<LinuxSeccomp> = OnceLock::new();
+
+/// Makes an exec'd process run under the container's seccomp `profile`, as runc's does.
+/// libcontainer 0.7 builds an exec'd process's config from the namespaces, cgroup, personality
+/// and time offsets of the container only, so its seccomp filter was never loaded: an exec'd
+/// process could make every syscall the container's profile denies (unshare of a user
+/// namespace, keyctl, ...). The executor runs in that process, after libcontainer has set its
+/// user and capabilities and right before the exec, and loads the filter there (the profile is
+/// read here and reaches the forked process in memory).
+///
+/// Loading a filter needs CAP_SYS_ADMIN or no_new_privileges. runc loads it before dropping
+/// capabilities; libcontainer offers no hook there, so a process that has neither gets
+/// no_new_privileges set first: set-user-ID programs run by that exec do not gain privileges.
+pub fn seccomp_for_exec(profile: LinuxSeccomp) {
+    // Set once per process: cdirun execs one process per invocation.
+    let _ = EXEC_SECCOMP.set(profile);
+}
+
+fn load_exec_seccomp(profile: &LinuxSeccomp) -> Result<(), ExecutorError> {
+    let privileged = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )
+    .unwrap_or(false);
+    if !privileged {
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|err| ExecutorError::Other(format!("cannot set no_new_privileges: {err}")))?;
+    }
+    let notify = libcontainer::seccomp::initialize_seccomp(profile).map_err(|err| {
+        ExecutorError::Other(format!("cannot load the container's seccomp filter: {err}"))
+    })?;
+    if let Some(fd) = notify {
+        // No listener takes an exec's notify descriptor; closed, the filter answers the
+        // notify-action syscalls with ENOSYS instead of blocking them forever.
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+
 impl Executor for RuncExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(profile) = EXEC_SECCOMP.get() {
+            load_exec_seccomp(profile)?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 
