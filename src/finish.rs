@@ -407,26 +407,8 @@ fn mount_attrs(mount: &Mount) -> u64 {
 /// namespace. A symlink at `path` is not followed.
 fn set_mount_attrs(path: &Path, attrs: u64) -> io::Result<()> {
     let path = CString::new(path.as_os_str().as_bytes())?;
-    let attr = libc::mount_attr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr reads the C string and `attr` (of the size passed) and nothing else.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW;
+    crate::seal::mount_setattr(libc::AT_FDCWD, &path, flags, attrs)?;
     Ok(())
 }
 

@@ -75,32 +75,46 @@ fn read_only_clone() -> Result<OwnedFd, SealError> {
     }
     // SAFETY: fd was just returned by open_tree and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    use std::os::fd::AsRawFd;
+    mount_setattr(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH,
+        libc::MOUNT_ATTR_RDONLY,
+    )
+    .map_err(|errno| SealError::Mount {
+        step: "mount_setattr",
+        errno,
+    })?;
+    Ok(fd)
+}
+
+/// mount_setattr(2): sets the `attrs` flags (`MOUNT_ATTR_*`) on the mount at `path` (relative to
+/// `dirfd`, resolved as `flags` say).
+pub(crate) fn mount_setattr(
+    dirfd: std::os::fd::RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    attrs: u64,
+) -> nix::Result<()> {
     let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_set: attrs,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
-    use std::os::fd::AsRawFd;
-    // SAFETY: fd is a valid mount fd, the path is an empty C string, attr is a properly sized
-    // mount_attr that outlives the call.
+    // SAFETY: the kernel reads the C string and `attr`, of the size passed, and nothing else.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
+            dirfd,
+            path.as_ptr(),
+            flags,
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
-    if rc < 0 {
-        return Err(SealError::Mount {
-            step: "mount_setattr",
-            errno: nix::errno::Errno::last(),
-        });
-    }
-    Ok(fd)
+    nix::errno::Errno::result(rc).map(drop)
 }
 
 /// Executes the binary behind `fd` with our argv and environment plus the marker; returns only
