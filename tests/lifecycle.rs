@@ -556,6 +556,31 @@ fn exec_failures_exit_255_and_name_what_is_wrong() {
     rt.assert_gone(&id);
 }
 
+/// Signals to a paused container: a SIGTERM waits in the frozen process and the container stays
+/// paused (libcontainer recorded it stopped, then reported it running while still frozen); a
+/// SIGKILL thaws it and it stops. To a created one: SIGTERM stops it, as it stops runc's init.
+#[test]
+fn signals_to_paused_and_created_containers_behave_as_with_runc() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let paused = unique_id("killpaused");
+    rt.started(&bundle, &paused);
+    rt.ok(&["pause", &paused]);
+    rt.ok(&["kill", &paused, "TERM"]);
+    assert_eq!(rt.status(&paused), "paused");
+    rt.ok(&["kill", &paused, "KILL"]);
+    rt.wait_status(&paused, "stopped");
+    rt.ok(&["delete", &paused]);
+    rt.assert_gone(&paused);
+
+    let created = unique_id("killcreated");
+    rt.created(&bundle, &created);
+    rt.ok(&["kill", &created, "SIGTERM"]);
+    rt.wait_status(&created, "stopped");
+    rt.ok(&["delete", &created]);
+    rt.assert_gone(&created);
+}
+
 #[test]
 fn pause_and_resume_freeze_the_container() {
     let rt = Runtime::new();

@@ -4,6 +4,10 @@
 //! Like runc, any number up to 64 is a signal: 0 checks that the init is there, and the
 //! realtime ones (34-64) are what podman sends to stop a systemd container (SIGRTMIN+3, as a
 //! number). libcontainer knows neither, so cdirun sends those itself.
+//!
+//! A signal to the init alone is always sent by cdirun: libcontainer's kill records the
+//! container as stopped after any signal, so a paused container that got SIGTERM was reported
+//! running while still frozen, and a later SIGKILL never thawed it.
 
 use anyhow::{Context, Result, bail};
 use libcgroups::common::CgroupManager;
@@ -19,39 +23,61 @@ const MAX_SIGNAL: i32 = 64;
 pub fn kill(args: liboci_cli::Kill, globals: &Globals) -> Result<()> {
     let id = &args.container_id;
     let mut container = super::load_container(globals, id)?;
-    let signal = parse(&args.signal)?;
+    let number = parse(&args.signal)?;
     // containerd reads "container not running" as "already stopped", not as a failure.
     if container.status() == ContainerStatus::Stopped && !args.all {
         bail!("cannot signal container {id:?}: container not running");
     }
-    match signal {
-        Parsed::Known(signal) => container
-            .kill(signal, args.all)
-            .map_err(anyhow::Error::from),
-        Parsed::Number(number) => send_raw(&container, number, args.all),
+    let number = match container.status() {
+        // runc's init, a Go program, dies of these while it waits for `start`; libcontainer's
+        // is pid 1 of its namespace with no handler, so it would ignore them and the container
+        // could be neither started nor deleted.
+        ContainerStatus::Created if ENDS_A_WAITING_INIT.contains(&number) => libc::SIGKILL,
+        _ => number,
+    };
+    match Signal::try_from(number) {
+        // libcontainer freezes the cgroup around signalling every process, as runc does.
+        Ok(known) if args.all => container.kill(known, true).map_err(anyhow::Error::from),
+        _ => send_raw(&container, number, args.all),
     }
     .with_context(|| format!("cannot signal container {id:?}"))
 }
 
-enum Parsed {
-    /// A signal libcontainer knows by name or number.
-    Known(Signal),
-    /// 0 or a realtime signal, by number.
-    Number(i32),
+/// The signals that end a Go program with default handling (HUP, INT, QUIT, ILL, TRAP, ABRT,
+/// SYS, TERM).
+const ENDS_A_WAITING_INIT: [i32; 8] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGSYS,
+    libc::SIGTERM,
+];
+
+/// A signal by name (`TERM`, `SIGTERM`, `term`) or number (0 to 64), as runc takes it.
+fn parse(text: &str) -> Result<i32> {
+    if let Ok(number) = text.parse::<i32>() {
+        if (0..=MAX_SIGNAL).contains(&number) {
+            return Ok(number);
+        }
+        bail!("unknown signal {text:?}");
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|signal| signal as i32)
+        .map_err(|_| anyhow::anyhow!("unknown signal {text:?}"))
 }
 
-fn parse(text: &str) -> Result<Parsed> {
-    if let Ok(signal) = Signal::try_from(text) {
-        return Ok(Parsed::Known(signal));
-    }
-    match text.parse::<i32>() {
-        Ok(number) if (0..=MAX_SIGNAL).contains(&number) => Ok(Parsed::Number(number)),
-        _ => bail!("unknown signal {text:?}"),
-    }
-}
-
-/// Sends a signal libcontainer cannot name to the init, or with `all` to every process in the
-/// container's cgroup.
+/// Sends `signal` to the init, or with `all` to every process in the container's cgroup. A
+/// frozen process cannot die, so SIGKILL to a paused container's init thaws its cgroup, as runc
+/// does (v1: on cgroup v2 the kernel lets a frozen process die of SIGKILL).
 fn send_raw(container: &Container, signal: i32, all: bool) -> Result<()> {
     let pids = if all {
         super::cgroup_manager(container)?
@@ -62,6 +88,11 @@ fn send_raw(container: &Container, signal: i32, all: bool) -> Result<()> {
     };
     for pid in pids {
         send(pid, signal)?;
+    }
+    if signal == libc::SIGKILL && container.status() == ContainerStatus::Paused {
+        super::cgroup_manager(container)?
+            .freeze(libcgroups::common::FreezerState::Thawed)
+            .context("cannot thaw the container's cgroup")?;
     }
     Ok(())
 }
@@ -78,5 +109,30 @@ fn send(pid: Pid, signal: i32) -> Result<()> {
         Some(libc::ESRCH) if signal != 0 => Ok(()),
         Some(libc::ESRCH) => bail!("container not running"),
         _ => Err(err).with_context(|| format!("cannot send signal {signal} to process {pid}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn signals_by_name_or_number_as_runc_takes_them() {
+        for (text, want) in [
+            ("TERM", libc::SIGTERM),
+            ("SIGTERM", libc::SIGTERM),
+            ("term", libc::SIGTERM),
+            ("sigkill", libc::SIGKILL),
+            ("9", libc::SIGKILL),
+            ("0", 0),
+            ("37", 37),
+            ("64", 64),
+        ] {
+            assert_eq!(parse(text).unwrap(), want, "{text}");
+        }
+        for bad in ["65", "-1", "NOPE", "SIG", ""] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("unknown signal"), "{bad}: {err}");
+        }
     }
 }
