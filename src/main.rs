@@ -11,6 +11,22 @@ use liboci_cli::{CommonCmd, StandardCmd};
 use cdirun::cli::{CdiCommand, Command, LogFormat, Opts};
 use cdirun::{commands, log, seal};
 
+/// Socket activation passes `LISTEN_FDS` descriptors to the process whose pid is `LISTEN_PID`.
+/// libcontainer hands the init every descriptor `LISTEN_FDS` counts without that check, so a
+/// stale value left in a daemon's environment leaked its descriptors 3.. into containers.
+/// As runc does, the variables count only when they are meant for this process.
+fn drop_foreign_listen_fds() {
+    let ours = std::env::var("LISTEN_PID").is_ok_and(|pid| pid == std::process::id().to_string());
+    if std::env::var_os("LISTEN_FDS").is_some() && !ours {
+        // SAFETY: called before cdirun starts any thread.
+        unsafe {
+            std::env::remove_var("LISTEN_FDS");
+            std::env::remove_var("LISTEN_PID");
+            std::env::remove_var("LISTEN_FDNAMES");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let opts = Opts::from_args();
     let format = match LogFormat::parse(opts.global.log_format.as_deref()) {
@@ -88,6 +104,7 @@ fn dispatch(opts: Opts) -> Result<i32> {
     }
     if enters_container(&command) {
         seal::ensure()?;
+        drop_foreign_listen_fds();
     }
     let root = opts
         .global

@@ -5,10 +5,10 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Bundle, Runtime, output_within, text, unique_id};
+use common::{Bundle, Runtime, cdirun_bin, output_within, text, unique_id};
 use serde_json::Value;
 
 #[test]
@@ -554,6 +554,36 @@ fn exec_failures_exit_255_and_name_what_is_wrong() {
 
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
+}
+
+/// Socket-activation descriptors reach the container only when LISTEN_PID names cdirun itself,
+/// as with runc; a stale LISTEN_FDS in a caller's environment leaks nothing.
+#[test]
+fn listen_fds_count_only_when_listen_pid_is_ours() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "[ -e /proc/self/fd/4 ] && echo fd4 || echo no-fd4; echo \"${LISTEN_FDS:-unset} ${LISTEN_PID:-unset}\"",
+    ]);
+    for (listen_pid, want) in [("$$", "fd4\n2 1\n"), ("1", "no-fd4\nunset unset\n")] {
+        let id = unique_id("listenfds");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "exec 3</dev/null 4</dev/null; LISTEN_PID={listen_pid} LISTEN_FDS=2 exec \"$@\""
+            ))
+            .arg("sh")
+            .arg(cdirun_bin())
+            .args(["--root", rt.root().to_str().unwrap(), "run", "--bundle"])
+            .arg(bundle.path())
+            .arg(&id)
+            .stdin(Stdio::null());
+        let out = output_within(cmd, Duration::from_secs(30));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want, "LISTEN_PID={listen_pid}");
+        rt.assert_gone(&id);
+    }
 }
 
 /// Signals to a paused container: a SIGTERM waits in the frozen process and the container stays
