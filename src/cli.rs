@@ -1,6 +1,6 @@
 //! Command line: liboci-cli's runc-compatible verbs and global flags, plus cdirun's own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use liboci_cli::{CommonCmd, GlobalOpts, StandardCmd};
@@ -25,8 +25,10 @@ impl Opts {
     /// are adjusted before parsing.
     pub fn from_args() -> Self {
         use clap::FromArgMatches;
-        let matches = Self::runc_command().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+        let matches = Self::runc_command()
+            .try_get_matches()
+            .unwrap_or_else(|err| exit_refused(err));
+        Self::from_arg_matches(&matches).unwrap_or_else(|err| exit_refused(err))
     }
 
     /// The command line parser, with liboci-cli's verbs adjusted to runc's.
@@ -277,6 +279,50 @@ pub enum LogFormat {
     Json,
 }
 
+/// Exits as clap does for a command line it refuses, after writing the error to the `--log` file
+/// the command line names: containerd reads a failed runtime's error from that file, which
+/// would otherwise stay empty (runc logs "flag provided but not defined" there).
+fn exit_refused(err: clap::Error) -> ! {
+    if err.use_stderr() {
+        if let Some((path, format)) = log_flags(std::env::args().skip(1)) {
+            let rendered = err.render().to_string();
+            let line = rendered.lines().next().unwrap_or_default();
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            if crate::log::init(Some(Path::new(&path)), format, false).is_ok() {
+                tracing::error!("{line}");
+            }
+        }
+    }
+    err.exit()
+}
+
+/// The global `--log` path and `--log-format`, read from a command line clap refused (global
+/// flags come before the verb).
+fn log_flags(args: impl Iterator<Item = String>) -> Option<(String, LogFormat)> {
+    let mut path = None;
+    let mut format = None;
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let mut value = || inline.clone().or_else(|| args.next());
+        match flag {
+            "--log" | "-l" => path = value(),
+            "--log-format" => format = value(),
+            "--root" | "-r" => drop(value()),
+            "--rootless" if inline.is_none() => {
+                args.next_if(|next| ["true", "false", "auto"].contains(&next.as_str()));
+            }
+            _ if flag.starts_with('-') => {}
+            _ => break, // the verb
+        }
+    }
+    let format = LogFormat::parse(format.as_deref()).unwrap_or(LogFormat::Text);
+    path.map(|path| (path, format))
+}
+
 impl LogFormat {
     pub fn parse(value: Option<&str>) -> Result<Self, String> {
         match value {
@@ -290,6 +336,24 @@ impl LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_flags_are_read_before_the_verb() {
+        let read = |line: &str| log_flags(line.split_whitespace().map(str::to_owned));
+        assert_eq!(
+            read("--root /r --log /l.json --log-format json kill --bogus x"),
+            Some(("/l.json".to_owned(), LogFormat::Json))
+        );
+        assert_eq!(
+            read("--log=/l --debug exec --log /not-global x"),
+            Some(("/l".to_owned(), LogFormat::Text))
+        );
+        assert_eq!(read("--root /r kill --log /l x"), None);
+        assert_eq!(
+            read("--rootless true -r /r -l /l kill x"),
+            Some(("/l".to_owned(), LogFormat::Text))
+        );
+    }
 
     #[test]
     fn sizes_read_as_runc_reads_them() {

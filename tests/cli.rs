@@ -188,6 +188,27 @@ fn checkpoint_is_reported_unsupported_even_for_help() {
     }
 }
 
+/// containerd reads a failed runtime's error from the --log file: a command line the parser
+/// refuses is logged there too, as runc logs "flag provided but not defined".
+#[test]
+fn refused_command_line_is_written_to_the_json_log() {
+    let rt = Runtime::new();
+    let log = rt.root().join("refused.json");
+    let out = rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "kill",
+        "--bogus",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let line: Value = serde_json::from_str(fs::read_to_string(&log).unwrap().trim()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"].as_str().unwrap().contains("--bogus"), "{line}");
+}
+
 #[test]
 fn flags_are_accepted_in_any_order() {
     let rt = Runtime::new();
