@@ -57,6 +57,8 @@ impl Init<'_> {
 
         let on_disk = bundle::Config::load(&bundle)?;
         check_rlimits(&on_disk.source)?;
+        // Refused before any edit takes a claim; the mount edit maps the value.
+        edit::mounts::root_propagation(&on_disk.source)?;
         let hierarchies = cgroup::Hierarchies::discover()
             .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
         let cgroup_driver = cgroup::Driver::for_host(globals.systemd_cgroup, &hierarchies)?;
