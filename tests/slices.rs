@@ -618,3 +618,119 @@ fn systemd_driver_without_systemd_is_refused_and_leaves_nothing() {
     assert_eq!(literal, Vec::<PathBuf>::new());
     assert_eq!(host.new_dirs(), Vec::<PathBuf>::new());
 }
+
+/// Makes `child` below the container cgroup `scope` in every hierarchy, as a nested runtime,
+/// systemd in a container or a privileged workload's `mkdir` would.
+fn make_nested(scope: &str, child: &str) {
+    for mount in hierarchies() {
+        let dir = mount.join(scope.trim_start_matches('/')).join(child);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+}
+
+/// Waits (at most 10 s) for `child` to exit; true when it did.
+fn exits(child: &mut std::process::Child) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// Cgroups made below a container's own (deepest first, with a process in one of them, in
+/// v1 and in the cgroup2 mount) go with `delete --force`, as with runc: libcontainer alone
+/// rmdirs only the container's cgroup, fails with "could not delete" and leaves the state.
+#[test]
+fn delete_force_removes_the_cgroups_made_below_the_container_and_their_processes() {
+    let host = Host::new();
+    let id = unique("nest");
+    let scope = format!("/slc-nest/{id}");
+    let bundle = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(scope);
+    });
+    let out = bundle.create(&id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let running = Running {
+        bundle: &bundle,
+        id: id.clone(),
+    };
+    let out = bundle.cdirun(&["start", &id]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    let init = bundle.pid(&id);
+    let scope = format!("/workload.slice{scope}");
+    make_nested(&scope, "inner.slice/job.scope");
+    make_nested(&scope, "other");
+    let mut nested = Command::new("sleep").arg("300").spawn().unwrap();
+    for mount in ["pids", "memory", "unified", "systemd"] {
+        let procs = Path::new(CGROUP_ROOT)
+            .join(mount)
+            .join(scope.trim_start_matches('/'))
+            .join("inner.slice/job.scope/cgroup.procs");
+        fs::write(&procs, nested.id().to_string())
+            .unwrap_or_else(|e| panic!("{}: {e}", procs.display()));
+    }
+
+    let out = bundle.cdirun(&["delete", "--force", &id]);
+    assert!(out.status.success(), "delete --force: {}", stderr(&out));
+    assert!(!bundle.root().join(&id).exists(), "state dir left");
+    assert_gone_everywhere(&scope);
+    assert!(
+        exits(&mut nested),
+        "the process in the nested cgroup survived"
+    );
+    // Gone, or a zombie its parent has yet to reap.
+    let stat = fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+    assert!(
+        matches!(state, None | Some("Z")),
+        "the container's init survived: {stat}"
+    );
+    drop(running);
+    drop(host);
+}
+
+/// A stopped container's plain `delete` also takes the cgroups left below its own.
+#[test]
+fn delete_of_a_stopped_container_removes_the_cgroups_left_below_it() {
+    let host = Host::new();
+    let id = unique("nestst");
+    let scope = format!("/slc-nest/{id}");
+    let bundle = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(scope);
+        spec["process"]["args"] = json!(["true"]);
+    });
+    let out = bundle.create(&id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let running = Running {
+        bundle: &bundle,
+        id: id.clone(),
+    };
+    let scope = format!("/workload.slice{scope}");
+    make_nested(&scope, "left/behind");
+    let out = bundle.cdirun(&["start", &id]);
+    assert!(out.status.success(), "start: {}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state: Value = serde_json::from_slice(&bundle.cdirun(&["state", &id]).stdout).unwrap();
+        if state["status"] == "stopped" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never stopped: {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let out = bundle.cdirun(&["delete", &id]);
+    assert!(out.status.success(), "delete: {}", stderr(&out));
+    assert!(!bundle.root().join(&id).exists(), "state dir left");
+    assert_gone_everywhere(&scope);
+    drop(running);
+    drop(host);
+}

@@ -1,6 +1,6 @@
 //! One cgroup path across every mounted hierarchy: create it, put a process in it, set slice
 //! limits (v2 files, or their v1 equivalents where the controller is bound to v1), read its
-//! metrics, kill what runs in it, and remove it.
+//! metrics, kill what runs in it, and remove it together with the cgroups made below it.
 
 use std::fs;
 use std::io;
@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{CgroupPath, Hierarchies, Hierarchy};
 
 const PROCS: &str = "cgroup.procs";
+/// v1 freezer: a frozen process takes SIGKILL only once thawed.
+const FREEZER_STATE: &str = "freezer.state";
 /// v1 reports "no limit" as a page-aligned i64::MAX; anything this large is unlimited.
 const V1_UNLIMITED: u64 = 1 << 62;
 /// How long removal waits for killed processes to leave a cgroup.
@@ -50,7 +52,8 @@ pub enum ScopeError {
     IoMax { entry: String, path: String },
     #[error("cgroup {dir} still has processes {pids:?} after SIGKILL")]
     Busy { dir: PathBuf, pids: Vec<i32> },
-    #[error("cannot remove cgroup {dir}: {cause}")]
+    /// Names the errno (`EBUSY`: processes or child cgroups still in it).
+    #[error("cannot remove cgroup {dir}: {}", errno(.cause))]
     Remove { dir: PathBuf, cause: io::Error },
 }
 
@@ -300,8 +303,9 @@ impl<'a> Scope<'a> {
         Ok(metrics)
     }
 
-    /// True when no process is left in the scope in any hierarchy (v2: `populated 0` in
-    /// `cgroup.events`, which also counts descendants; v1: an empty `cgroup.procs`).
+    /// True when no process is left in the scope or below it in any hierarchy (v2:
+    /// `populated 0` in `cgroup.events`, which counts descendants; v1: an empty
+    /// `cgroup.procs` in the scope and in every cgroup below it).
     pub fn is_empty(&self) -> Result<bool, ScopeError> {
         for hierarchy in self.hierarchies.iter() {
             let dir = hierarchy.dir(&self.path);
@@ -313,17 +317,23 @@ impl<'a> Scope<'a> {
                 if read_keyed(&events, "populated")? != Some(0) {
                     return Ok(false);
                 }
-            } else if !read_pids(&dir.join(PROCS))?.is_empty() {
-                return Ok(false);
+                continue;
+            }
+            for cgroup in std::iter::once(dir.clone()).chain(descendants(&dir)?) {
+                if !read_pids(&cgroup.join(PROCS))?.is_empty() {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
     }
 
-    /// Kills everything in the scope and waits until it is empty. `cgroup.kill` (v2, Linux
-    /// 5.14+) kills the whole subtree at once with no pid-reuse race; without it (v1, older
-    /// kernels) every listed pid gets SIGKILL, repeatedly, because a process may fork between
-    /// the listing and the signal.
+    /// Kills everything in the scope and in the cgroups below it (a nested runtime's, systemd's
+    /// in a container) and waits until it is empty. `cgroup.kill` (v2, Linux 5.14+) kills the
+    /// whole subtree at once with no pid-reuse race; without it (v1, older kernels) every
+    /// listed pid gets SIGKILL, repeatedly, because a process may fork between the listing and
+    /// the signal. A v1-frozen (paused) cgroup is thawed after the signal, or its processes
+    /// would never act on it.
     pub fn kill(&self) -> Result<(), ScopeError> {
         for hierarchy in self.hierarchies.iter().filter(|h| h.is_v2()) {
             let file = hierarchy.dir(&self.path).join("cgroup.kill");
@@ -340,6 +350,7 @@ impl<'a> Scope<'a> {
                 // A process that exited meanwhile is what we want anyway.
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+            self.thaw()?;
             std::thread::sleep(DRAIN_PAUSE);
         }
         let pids = self.pids()?;
@@ -349,29 +360,63 @@ impl<'a> Scope<'a> {
         })
     }
 
-    /// Kills what is left, then removes the scope's directory in every hierarchy. Idempotent:
-    /// a directory already gone is fine. Parents are kept (other scopes may share them).
+    /// Kills what is left, then removes the scope's directory in every hierarchy, the cgroups
+    /// made below it first (deepest first, as runc does: a cgroup with children cannot be
+    /// removed). Idempotent: a directory already gone is fine. Parents are kept (other scopes
+    /// may share them).
     pub fn remove(&self) -> Result<(), ScopeError> {
         if !self.is_empty()? {
             self.kill()?;
         }
         for dir in self.dirs() {
+            for child in descendants(&dir)? {
+                remove_dir_retrying(&child)?;
+            }
             remove_dir_retrying(&dir)?;
         }
         Ok(())
     }
 
-    /// Every pid listed in the scope's `cgroup.procs` in any hierarchy, deduplicated.
+    /// Kills what runs in the cgroups below the scope and removes them, deepest first, in
+    /// every hierarchy; the scope itself and its processes stay. For a failed create, whose
+    /// scope may hold another container's process: see `commands::create`.
+    pub fn remove_descendants(&self) -> Result<(), ScopeError> {
+        for dir in self.dirs() {
+            let below = descendants(&dir)?;
+            kill_in(&below)?;
+            for child in &below {
+                remove_dir_retrying(child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every pid listed in `cgroup.procs` of the scope or of a cgroup below it, in any
+    /// hierarchy, deduplicated.
     pub fn pids(&self) -> Result<Vec<i32>, ScopeError> {
         let mut pids = Vec::new();
         for dir in self.dirs() {
             if dir.exists() {
-                pids.extend(read_pids(&dir.join(PROCS))?);
+                for cgroup in std::iter::once(dir.clone()).chain(descendants(&dir)?) {
+                    pids.extend(read_pids(&cgroup.join(PROCS))?);
+                }
             }
         }
         pids.sort_unstable();
         pids.dedup();
         Ok(pids)
+    }
+
+    /// Thaws the scope and every cgroup below it in a v1 freezer hierarchy. A cgroup frozen
+    /// itself stays frozen when its parent thaws, so each one is written.
+    fn thaw(&self) -> Result<(), ScopeError> {
+        let Some(dir) = self.v1_dir("freezer").filter(|dir| dir.exists()) else {
+            return Ok(());
+        };
+        for cgroup in std::iter::once(dir.clone()).chain(descendants(&dir)?) {
+            thaw_dir(&cgroup)?;
+        }
+        Ok(())
     }
 
     fn v1_dir(&self, controller: &str) -> Option<PathBuf> {
@@ -432,6 +477,89 @@ fn create_in(hierarchy: &Hierarchy, path: &CgroupPath) -> Result<(), ScopeError>
         }
     }
     Ok(())
+}
+
+/// The cgroup directories below `dir`, deepest first (each one before its parent); none when
+/// `dir` does not exist. A cgroup directory holds only control files besides its children.
+fn descendants(dir: &Path) -> Result<Vec<PathBuf>, ScopeError> {
+    let mut found = Vec::new();
+    collect_children(dir, &mut found)?;
+    Ok(found)
+}
+
+fn collect_children(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), ScopeError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Removed meanwhile (or never made in this hierarchy): nothing below it.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(cause) => {
+            return Err(ScopeError::Read {
+                file: dir.to_owned(),
+                cause,
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let child = entry.path();
+            collect_children(&child, found)?;
+            found.push(child);
+        }
+    }
+    Ok(())
+}
+
+/// Kills every process in `cgroups` (and only there) until none is left: `cgroup.kill` where
+/// v2 offers it, else SIGKILL to each listed pid, repeated as in [`Scope::kill`].
+fn kill_in(cgroups: &[PathBuf]) -> Result<(), ScopeError> {
+    for cgroup in cgroups {
+        let file = cgroup.join("cgroup.kill");
+        if file.exists() {
+            write(&file, "1")?;
+        }
+    }
+    let pids = || -> Result<Vec<i32>, ScopeError> {
+        let mut pids = Vec::new();
+        for cgroup in cgroups {
+            pids.extend(read_pids(&cgroup.join(PROCS))?);
+        }
+        Ok(pids)
+    };
+    for _ in 0..DRAIN_ATTEMPTS {
+        let left = pids()?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        for pid in left {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for cgroup in cgroups {
+            thaw_dir(cgroup)?;
+        }
+        std::thread::sleep(DRAIN_PAUSE);
+    }
+    Err(ScopeError::Busy {
+        dir: cgroups.first().cloned().unwrap_or_default(),
+        pids: pids()?,
+    })
+}
+
+/// Writes THAWED to a v1 cgroup's `freezer.state` unless it is thawed (or has no freezer).
+fn thaw_dir(dir: &Path) -> Result<(), ScopeError> {
+    let file = dir.join(FREEZER_STATE);
+    match fs::read_to_string(&file) {
+        Ok(state) if state.trim() != "THAWED" => write(&file, "THAWED"),
+        _ => Ok(()),
+    }
+}
+
+/// An io error with its errno's name first (`EBUSY: Device or resource busy`), as runc and the
+/// kernel documentation name them.
+fn errno(cause: &io::Error) -> String {
+    match cause.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).to_string(),
+        None => cause.to_string(),
+    }
 }
 
 /// rmdir, retried while the kernel still counts exiting processes in the cgroup.
@@ -730,6 +858,87 @@ mod tests {
         assert_eq!(metrics.memory.max, None);
         assert_eq!(metrics.cpu.usage_usec, Some(2500));
         assert_eq!(metrics.pids.current, 2);
+    }
+
+    /// A fake hybrid host with `scope` made below `mount` in a v1 pids and a v2 hierarchy,
+    /// plus child cgroups (directories only: rmdir works on them as on real cgroups).
+    fn nested_tree(children: &[&str]) -> (tempfile::TempDir, Hierarchies) {
+        let tree = tempfile::tempdir().unwrap();
+        let hierarchies = Hierarchies(vec![
+            Hierarchy::v1(tree.path().join("pids"), &["pids"]),
+            Hierarchy::v2(tree.path().join("unified")),
+        ]);
+        for h in hierarchies.iter() {
+            for child in children {
+                fs::create_dir_all(h.mount.join("w.slice/c1").join(child)).unwrap();
+            }
+        }
+        (tree, hierarchies)
+    }
+
+    #[test]
+    fn remove_takes_the_cgroups_below_the_scope_deepest_first() {
+        let (tree, hierarchies) = nested_tree(&["sub/deeper/deepest", "sub/other", "second"]);
+        let scope = Scope::new(&hierarchies, path("/w.slice/c1"));
+        let below = descendants(&tree.path().join("pids/w.slice/c1")).unwrap();
+        assert_eq!(below.len(), 5);
+        for (i, dir) in below.iter().enumerate() {
+            assert!(
+                below[i + 1..].iter().all(|later| !later.starts_with(dir)),
+                "{dir:?} comes before a cgroup below it: {below:?}"
+            );
+        }
+        scope.remove().unwrap();
+        for h in ["pids", "unified"] {
+            assert!(!tree.path().join(h).join("w.slice/c1").exists(), "{h}");
+            assert!(tree.path().join(h).join("w.slice").exists(), "{h}");
+        }
+        // Idempotent: gone is fine.
+        scope.remove().unwrap();
+    }
+
+    #[test]
+    fn remove_descendants_keeps_the_scope() {
+        let (tree, hierarchies) = nested_tree(&["sub/deeper"]);
+        Scope::new(&hierarchies, path("/w.slice/c1"))
+            .remove_descendants()
+            .unwrap();
+        for h in ["pids", "unified"] {
+            let dir = tree.path().join(h).join("w.slice/c1");
+            assert!(dir.is_dir(), "{h}");
+            assert!(!dir.join("sub").exists(), "{h}");
+        }
+    }
+
+    #[test]
+    fn processes_below_the_scope_count_as_the_scopes() {
+        let (tree, hierarchies) = nested_tree(&["sub"]);
+        fs::write(tree.path().join("pids/w.slice/c1/sub").join(PROCS), "42\n").unwrap();
+        let scope = Scope::new(&hierarchies, path("/w.slice/c1"));
+        assert_eq!(scope.pids().unwrap(), vec![42]);
+        assert!(!scope.is_empty().unwrap());
+    }
+
+    #[test]
+    fn a_failed_removal_names_the_cgroup_and_the_errno() {
+        let (tree, hierarchies) = nested_tree(&["sub"]);
+        // Not a cgroup: a regular file keeps the directory from going (ENOTEMPTY).
+        let sub = tree.path().join("pids/w.slice/c1/sub");
+        fs::write(sub.join("stray"), "").unwrap();
+        let msg = Scope::new(&hierarchies, path("/w.slice/c1"))
+            .remove()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(&sub.display().to_string()), "{msg}");
+        assert!(msg.contains("ENOTEMPTY"), "{msg}");
+        let busy = ScopeError::Remove {
+            dir: sub,
+            cause: io::Error::from_raw_os_error(nix::libc::EBUSY),
+        };
+        assert!(
+            busy.to_string().ends_with("EBUSY: Device or resource busy"),
+            "{busy}"
+        );
     }
 
     #[test]

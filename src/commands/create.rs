@@ -57,6 +57,8 @@ impl Init<'_> {
 
         let on_disk = bundle::Config::load(&bundle)?;
         check_rlimits(&on_disk.source)?;
+        // Refused before any edit takes a claim; the mount edit maps the value.
+        edit::mounts::root_propagation(&on_disk.source)?;
         let hierarchies = cgroup::Hierarchies::discover()
             .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
         let cgroup_driver = cgroup::Driver::for_host(globals.systemd_cgroup, &hierarchies)?;
@@ -109,7 +111,9 @@ impl Init<'_> {
                     Ok(()) => Ok(container),
                     Err(err) => {
                         // The init process exists and waits for `start`: kill it and drop what
-                        // libcontainer made before undoing the rest.
+                        // libcontainer made before undoing the rest. libcontainer cannot remove
+                        // a cgroup with children (a hook may have made some).
+                        placement.remove_nested();
                         if let Err(delete_err) = container.delete(true) {
                             tracing::warn!("cannot delete half-created container: {delete_err}");
                         }
@@ -120,6 +124,7 @@ impl Init<'_> {
         match built {
             Ok(container) => Ok(container),
             Err(err) => {
+                placement.remove_nested();
                 undo(&container_dir, &leftovers);
                 if let Err(restore_err) = on_disk.restore(&bundle) {
                     tracing::warn!("cannot restore the bundle's config.json: {restore_err}");
@@ -335,6 +340,20 @@ impl Placement {
         match &self.scope {
             Some(scope) => cgroup::missing_dirs(&self.hierarchies.mounts(), &scope.absolute()),
             None => Vec::new(),
+        }
+    }
+
+    /// For a failed create: kills what runs in cgroups made below the scope (by a hook, or
+    /// from the host) and removes them, deepest first, so that the scope itself can go. The
+    /// scope's own processes are left to libcontainer's delete: if `check_alone` failed, one
+    /// of them is another container's.
+    fn remove_nested(&self) {
+        let Some(scope) = &self.scope else {
+            return;
+        };
+        if let Err(err) = cgroup::Scope::new(&self.hierarchies, scope.clone()).remove_descendants()
+        {
+            tracing::warn!("cannot remove the cgroups below {scope}: {err}");
         }
     }
 

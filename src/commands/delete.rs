@@ -1,6 +1,7 @@
 //! `delete`: remove a container and give back everything its create took.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libcontainer::config::YoukiConfig;
@@ -8,6 +9,7 @@ use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
 
 use super::Globals;
+use crate::cgroup;
 use crate::claims::{self, Record};
 use crate::config::{self, Config};
 
@@ -49,11 +51,19 @@ fn refuse_unstopped(container: &Container) -> Result<()> {
 /// record (a create killed after libcontainer built the container), what it may hold.
 pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> Result<()> {
     let record = Record::load(dir)?;
-    // Read before libcontainer removes the state dir.
-    let cgroup_path = match (&record, container.systemd()) {
-        (None, false) => YoukiConfig::load(dir).ok().map(|c| c.cgroup_path),
-        _ => None,
+    // Read before libcontainer removes the state dir. With the systemd driver the cgroup is the
+    // unit's, which systemd removes with everything below it.
+    let cgroup_path = match container.systemd() {
+        false => YoukiConfig::load(dir).ok().map(|c| c.cgroup_path),
+        true => None,
     };
+    if let Some(path) = &cgroup_path {
+        remove_cgroup(path)
+            .with_context(|| format!("cannot delete container {:?}", container.id()))?;
+        if let Some(init) = container.pid() {
+            wait_until_dead(init.as_raw());
+        }
+    }
     crate::late_hooks::delete(container, force)
         .with_context(|| format!("cannot delete container {:?}", container.id()))?;
     match record {
@@ -64,6 +74,52 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
         }
     }
     Ok(())
+}
+
+/// Kills everything in the container's cgroup and removes it in every hierarchy, the cgroups
+/// its processes made below it first (a nested runtime, systemd, a privileged workload's
+/// `mkdir`), deepest first, as runc does. libcontainer 0.7 kills only the processes of the
+/// container's own cgroup and rmdirs only that directory, which fails with children ("could
+/// not delete", and the state stays); after this its removal finds nothing left to do, and
+/// an error names the directory and the errno. The container's init is gone afterwards, so
+/// libcontainer sees it stopped and kills nothing itself.
+fn remove_cgroup(path: &Path) -> Result<()> {
+    let text = path
+        .to_str()
+        .with_context(|| format!("cgroup path {} is not UTF-8", path.display()))?;
+    let path = cgroup::CgroupPath::parse(text)?;
+    if path.is_root() {
+        // libcontainer reads an empty path as its own cgroup: never the whole host's to kill.
+        return Ok(());
+    }
+    let hierarchies = cgroup::Hierarchies::discover()
+        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+    Ok(cgroup::Scope::new(&hierarchies, path).remove()?)
+}
+
+/// How long delete waits for the killed init to finish exiting.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (at most EXIT_WAIT) until `pid` is a zombie or gone. A killed process leaves its
+/// cgroup before it becomes a zombie, so an empty cgroup does not yet mean libcontainer sees
+/// the init stopped; seeing it running, libcontainer would try to kill it through the removed
+/// cgroup and fail.
+fn wait_until_dead(pid: i32) {
+    let deadline = Instant::now() + EXIT_WAIT;
+    while Instant::now() < deadline {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return;
+        };
+        // "<pid> (<comm>) <state> ...": comm may hold spaces and parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('Z' | 'X') | None) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    tracing::warn!("container init {pid} did not exit within {EXIT_WAIT:?} of SIGKILL");
 }
 
 /// `delete --force` of an id without a state file: a second delete, or a create killed before

@@ -70,6 +70,8 @@ pub enum EditError {
     Gpu(Box<gpu::GpuError>),
     #[error(transparent)]
     Mps(Box<mps::MpsEditError>),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
 }
 
 impl From<mps::MpsEditError> for EditError {

@@ -9,11 +9,79 @@
 //! - A filesystem mount without `source` (`ctr run --mount type=tmpfs,dst=/x`): the source of a
 //!   tmpfs, proc or similar is only a name, so it gets the type's name. A bind mount without a
 //!   source stays an error.
+//! - `linux.rootfsPropagation` `rprivate`, `rslave`, `rshared`, `runbindable` (podman sends
+//!   `rslave` whenever a volume has slave or shared propagation): libcontainer knows only the
+//!   plain names, which it already applies the recursive way. See [`ROOT_PROPAGATIONS`].
 
 use libcontainer::oci_spec::runtime::Spec;
 
 use super::{Context, Edit, EditError};
 use crate::claims::Claims;
+
+/// Every `linux.rootfsPropagation` runc takes, and the value libcontainer 0.7 is given for it
+/// (`None`: the field is left out, libcontainer's default, which is runc's: rslave).
+///
+/// libcontainer remounts `/` with `MS_REC` and MS_PRIVATE (`private`), MS_SHARED (`shared`) or
+/// MS_SLAVE (`slave`, `unbindable`, unset) before it bind-mounts the rootfs, so its `private`,
+/// `slave` and `shared` are runc's `rprivate`, `rslave` and `rshared` at that step. After
+/// pivot_root it sets MS_SHARED (`shared`) or MS_UNBINDABLE (`unbindable`) on the new root, as
+/// runc does since 1.2 (runc 1.1 left the root private: opencontainers/runc#1755). The
+/// r-variants therefore map to the plain names. `runbindable` makes runc's own bind mount of
+/// the rootfs fail (the tree it binds from is unbindable by then); here it gives the
+/// container an unbindable root, which is what it asks for. runc's non-recursive `private`
+/// and `slave` touch only the host's `/` mount before the rootfs is bound from another one;
+/// libcontainer's recursive reading keeps container mounts from propagating to the host.
+pub const ROOT_PROPAGATIONS: [(&str, Option<&str>); 9] = [
+    ("", None),
+    ("private", Some("private")),
+    ("rprivate", Some("private")),
+    ("slave", Some("slave")),
+    ("rslave", Some("slave")),
+    ("shared", Some("shared")),
+    ("rshared", Some("shared")),
+    ("unbindable", Some("unbindable")),
+    ("runbindable", Some("unbindable")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(
+        "linux.rootfsPropagation {value:?} is not a mount propagation: use private, rprivate, slave, rslave, shared, rshared, unbindable or runbindable"
+    )]
+    RootPropagation { value: String },
+}
+
+/// What libcontainer is to be given for the spec's `linux.rootfsPropagation` (see
+/// [`ROOT_PROPAGATIONS`]); a value runc would refuse is an error naming it. create checks this
+/// before any edit takes a claim.
+pub fn root_propagation(spec: &Spec) -> Result<Option<&'static str>, MountError> {
+    let Some(value) = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.rootfs_propagation().as_deref())
+    else {
+        return Ok(None);
+    };
+    ROOT_PROPAGATIONS
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, given)| *given)
+        .ok_or_else(|| MountError::RootPropagation {
+            value: value.to_owned(),
+        })
+}
+
+/// Gives libcontainer a rootfsPropagation it knows, meaning what the client's value means to
+/// runc.
+fn set_root_propagation(spec: &mut Spec) -> Result<(), MountError> {
+    let given = root_propagation(spec)?;
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        if linux.rootfs_propagation().as_deref() != given {
+            linux.set_rootfs_propagation(given.map(str::to_owned));
+        }
+    }
+    Ok(())
+}
 
 /// Options removed from every mount; `crate::finish` acts on them instead.
 pub const UNSUPPORTED_OPTIONS: [&str; 2] = ["tmpcopyup", "notmpcopyup"];
@@ -26,6 +94,7 @@ impl Edit for MountOptions {
     }
 
     fn apply(&self, spec: &mut Spec, _ctx: &Context) -> Result<Claims, EditError> {
+        set_root_propagation(spec)?;
         let Some(mounts) = spec.mounts_mut() else {
             return Ok(Claims::default());
         };
@@ -117,6 +186,57 @@ mod tests {
             // Idempotent: a second pass changes nothing.
             MountOptions.apply(&mut spec, &ctx).unwrap();
             assert_eq!(spec, want_spec, "{name} (again)");
+        }
+    }
+
+    /// Regression: libcontainer refused `rslave` (podman's `-v DIR:/b:rslave`) and the other
+    /// r-variants with "failed to prepare rootfs".
+    #[test]
+    fn root_propagation_gets_the_name_libcontainer_applies_the_runc_way() {
+        let config = Config::default();
+        let ctx = Context::new("c1", &config, std::path::Path::new("/run/cdirun"));
+        let with = |value: Option<&str>| {
+            let mut spec = Spec::default();
+            if let Some(linux) = spec.linux_mut().as_mut() {
+                linux.set_rootfs_propagation(value.map(str::to_owned));
+            }
+            spec
+        };
+        let cases = [
+            (Some("rslave"), Some("slave")),
+            (Some("rshared"), Some("shared")),
+            (Some("rprivate"), Some("private")),
+            (Some("runbindable"), Some("unbindable")),
+            (Some("slave"), Some("slave")),
+            (Some("shared"), Some("shared")),
+            (Some("private"), Some("private")),
+            (Some("unbindable"), Some("unbindable")),
+            (Some(""), None),
+            (None, None),
+        ];
+        for (input, want) in cases {
+            let mut spec = with(input);
+            MountOptions.apply(&mut spec, &ctx).unwrap();
+            assert_eq!(spec, with(want), "{input:?}");
+            MountOptions.apply(&mut spec, &ctx).unwrap();
+            assert_eq!(spec, with(want), "{input:?} (again)");
+        }
+    }
+
+    #[test]
+    fn an_unknown_root_propagation_is_refused_by_name() {
+        let config = Config::default();
+        let ctx = Context::new("c1", &config, std::path::Path::new("/run/cdirun"));
+        for value in ["rslaves", "Shared", "master", " private"] {
+            let mut spec = Spec::default();
+            if let Some(linux) = spec.linux_mut().as_mut() {
+                linux.set_rootfs_propagation(Some(value.to_owned()));
+            }
+            let before = spec.clone();
+            let msg = MountOptions.apply(&mut spec, &ctx).unwrap_err().to_string();
+            assert!(msg.contains("linux.rootfsPropagation"), "{msg}");
+            assert!(msg.contains(&format!("{value:?}")), "{msg}");
+            assert_eq!(spec, before, "{value:?}: the spec changed on error");
         }
     }
 
