@@ -530,17 +530,18 @@ impl From<HooksdError> for Problem {
 /// The `*.json` files directly in `dir`, by file name. A missing dir is no error (the defaults
 /// name dirs that packages may never create); an unreadable one is.
 fn dir_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(String, PathBuf)> {
+    let unreadable = |cause| -> Problem {
+        HooksdError::Dir {
+            dir: dir.to_owned(),
+            cause,
+        }
+        .into()
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(cause) => {
-            problems.push(
-                HooksdError::Dir {
-                    dir: dir.to_owned(),
-                    cause,
-                }
-                .into(),
-            );
+            problems.push(unreadable(cause));
             return Vec::new();
         }
     };
@@ -549,13 +550,7 @@ fn dir_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(String, PathBuf)> 
         let entry = match entry {
             Ok(entry) => entry,
             Err(cause) => {
-                problems.push(
-                    HooksdError::Dir {
-                        dir: dir.to_owned(),
-                        cause,
-                    }
-                    .into(),
-                );
+                problems.push(unreadable(cause));
                 continue;
             }
         };
