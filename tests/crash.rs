@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Runtime, text, unique_id};
-use node::{MPS_ONE, Node, alive, assert_no_trace, bundle};
+use common::{Bundle, Runtime, text, unique_id};
+use node::{MPS_ONE, Node, alive, assert_no_trace};
 
 /// Starts `create` paused at `stage`, waits until it says it got there, and SIGKILLs it.
 fn create_killed_at(rt: &Runtime, bundle: &common::Bundle, id: &str, stage: &str) {
@@ -58,7 +58,7 @@ fn init_pid(rt: &Runtime, id: &str) -> Option<i32> {
 fn killed_create_is_cleaned_by_delete_force(stage: &str) {
     let node = Node::new();
     let rt = node.runtime();
-    let b = bundle(&["sh", "-c", "echo gpus=$NVIDIA_VISIBLE_DEVICES"], MPS_ONE);
+    let b = Bundle::with_annotations(&["sh", "-c", "echo gpus=$NVIDIA_VISIBLE_DEVICES"], MPS_ONE);
     let id = unique_id(&format!("crash-{stage}"));
 
     create_killed_at(&rt, &b, &id, stage);

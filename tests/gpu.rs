@@ -178,19 +178,6 @@ impl Node {
     }
 }
 
-/// A bundle whose container runs `args` and asks for GPUs through `annotations`.
-fn bundle(args: &[&str], annotations: &[(&str, &str)]) -> Bundle {
-    let bundle = Bundle::new(args);
-    bundle.edit(|spec| {
-        let map: serde_json::Map<String, Value> = annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        spec["annotations"] = Value::Object(map);
-    });
-    bundle
-}
-
 fn env_of(bundle: &Bundle) -> Vec<String> {
     bundle.config()["process"]["env"]
         .as_array()
@@ -242,7 +229,7 @@ fn sixteen_concurrent_exclusive_creates_from_two_roots_get_four_distinct_gpus() 
             (
                 i % 2,
                 unique_id("gpu"),
-                bundle(&["sleep", "60"], EXCLUSIVE_ONE),
+                Bundle::with_annotations(&["sleep", "60"], EXCLUSIVE_ONE),
             )
         })
         .collect();
@@ -299,7 +286,7 @@ fn sixteen_concurrent_exclusive_creates_from_two_roots_get_four_distinct_gpus() 
     roots[*root].ok(&["delete", "--force", id]);
     roots[*root].assert_gone(id);
     assert!(!node.ledger().iter().any(|(_, h)| h == id));
-    let next = bundle(&["sleep", "60"], EXCLUSIVE_ONE);
+    let next = Bundle::with_annotations(&["sleep", "60"], EXCLUSIVE_ONE);
     let next_id = unique_id("gpu");
     roots[1].created(&next, &next_id);
     assert_eq!(&allocated(&next), gpu);
@@ -314,11 +301,11 @@ fn sixteen_concurrent_exclusive_creates_from_two_roots_get_four_distinct_gpus() 
 fn a_gpu_whose_holder_was_killed_and_removed_is_reclaimed() {
     let node = Node::new("per_run");
     let rt = node.runtime();
-    let all = bundle(&["sleep", "60"], &[("io.cdirun.gpu.count", "all")]);
+    let all = Bundle::with_annotations(&["sleep", "60"], &[("io.cdirun.gpu.count", "all")]);
     let holder = unique_id("gpu");
     rt.created(&all, &holder);
     assert_eq!(node.ledger().len(), 4);
-    let one = bundle(&["sleep", "60"], EXCLUSIVE_ONE);
+    let one = Bundle::with_annotations(&["sleep", "60"], EXCLUSIVE_ONE);
     let id = unique_id("gpu");
     let (ok, err) = rt.create(&one, &id, &[]);
     assert!(!ok && err.contains(&holder), "{err}");
@@ -327,7 +314,7 @@ fn a_gpu_whose_holder_was_killed_and_removed_is_reclaimed() {
     let pid = rt.state(&holder)["pid"].as_i64().unwrap() as i32;
     kill_init(pid);
     fs::remove_dir_all(rt.root().join(&holder)).unwrap();
-    let one = bundle(&["sleep", "60"], EXCLUSIVE_ONE);
+    let one = Bundle::with_annotations(&["sleep", "60"], EXCLUSIVE_ONE);
     rt.created(&one, &id);
     assert_eq!(allocated(&one), "nvidia.com/gpu=0");
     assert_eq!(node.ledger(), [("nvidia.com/gpu=0".to_owned(), id.clone())]);
@@ -354,7 +341,7 @@ fn mps_per_run_starts_once_for_two_containers_and_quits_after_the_last_delete() 
     let mut bundles = Vec::new();
     for id in [&a, &b] {
         // Both name GPU 0, so they share its daemon.
-        let bundle = bundle(
+        let bundle = Bundle::with_annotations(
             &["sh", "-c", "env; ls -a \"$CUDA_MPS_PIPE_DIRECTORY\""],
             annotations,
         );
@@ -410,7 +397,7 @@ fn mps_persistent_never_quits_and_no_launch_needs_a_running_daemon() {
     let node = Node::new("persistent");
     let rt = node.runtime();
     let id = unique_id("gpu");
-    let b = bundle(&["true"], &[("io.cdirun.gpu.sharing", "mps")]);
+    let b = Bundle::with_annotations(&["true"], &[("io.cdirun.gpu.sharing", "mps")]);
     rt.created(&b, &id);
     rt.ok(&["delete", "--force", &id]);
     assert_eq!(node.calls().len(), 1, "{:?}", node.calls());
@@ -421,7 +408,7 @@ fn mps_persistent_never_quits_and_no_launch_needs_a_running_daemon() {
     let node = Node::new("no_launch");
     let rt = node.runtime();
     let id = unique_id("gpu");
-    let b = bundle(&["true"], &[("io.cdirun.gpu.sharing", "mps")]);
+    let b = Bundle::with_annotations(&["true"], &[("io.cdirun.gpu.sharing", "mps")]);
     let (ok, err) = rt.create(&b, &id, &[]);
     assert!(!ok, "created without a daemon");
     assert!(
@@ -449,8 +436,8 @@ fn time_slicing_sets_compute_mode_default_and_a_failure_holds_nothing() {
         ("io.cdirun.gpu.count", "2"),
     ];
     let (a, b) = (unique_id("gpu"), unique_id("gpu"));
-    rt.created(&bundle(&["true"], annotations), &a);
-    rt.created(&bundle(&["true"], annotations), &b);
+    rt.created(&Bundle::with_annotations(&["true"], annotations), &a);
+    rt.created(&Bundle::with_annotations(&["true"], annotations), &b);
     // Shared GPUs co-locate (least shared first), and every create sets the mode again.
     assert_eq!(
         node.calls(),
@@ -463,14 +450,14 @@ fn time_slicing_sets_compute_mode_default_and_a_failure_holds_nothing() {
     );
     let c = unique_id("gpu");
     rt.created(
-        &bundle(&["true"], &[("io.cdirun.gpu.sharing", "time-slice")]),
+        &Bundle::with_annotations(&["true"], &[("io.cdirun.gpu.sharing", "time-slice")]),
         &c,
     );
     assert_eq!(node.ledger().len(), 5);
 
     fs::write(node.path("smi-fails"), "").unwrap();
     let d = unique_id("gpu");
-    let (ok, err) = rt.create(&bundle(&["true"], annotations), &d, &[]);
+    let (ok, err) = rt.create(&Bundle::with_annotations(&["true"], annotations), &d, &[]);
     assert!(!ok);
     assert!(
         err.contains("-c DEFAULT") && err.contains("GPU is lost"),
@@ -513,7 +500,7 @@ fn each_vendor_gets_its_env_and_only_its_devices_inside() {
         ("intel", "1", &["ZE_AFFINITY_MASK=0", "card0"]),
     ];
     for (vendor, count, want) in cases {
-        let b = bundle(
+        let b = Bundle::with_annotations(
             &["sh", "-c", script],
             &[
                 ("io.cdirun.gpu.vendor", vendor),
@@ -527,7 +514,7 @@ fn each_vendor_gets_its_env_and_only_its_devices_inside() {
     assert_eq!(node.ledger(), [], "run released its GPUs");
 
     let id = unique_id("gpu");
-    let b = bundle(&["true"], &[("io.cdirun.gpu.vendor", "apple")]);
+    let b = Bundle::with_annotations(&["true"], &[("io.cdirun.gpu.vendor", "apple")]);
     let (ok, err) = rt.create(&b, &id, &[]);
     assert!(
         !ok && err.contains("\"apple\"") && err.contains("not supported on Linux"),
@@ -541,7 +528,7 @@ fn distributed_env_uses_the_pinned_defaults() {
     let node = Node::new("per_run");
     let rt = node.runtime();
     let script = "env | grep -E '^(MASTER|WORLD|RANK|LOCAL_RANK|NCCL)' | sort";
-    let b = bundle(
+    let b = Bundle::with_annotations(
         &["sh", "-c", script],
         &[("io.cdirun.distributed.rank", "0")],
     );
@@ -558,7 +545,7 @@ fn distributed_env_uses_the_pinned_defaults() {
             "WORLD_SIZE=1"
         ]
     );
-    let b = bundle(
+    let b = Bundle::with_annotations(
         &["sh", "-c", script],
         &[
             ("io.cdirun.distributed.backend", "gloo"),
@@ -588,10 +575,10 @@ fn explain_computes_the_allocation_but_leaves_the_ledger_and_daemons_alone() {
     let node = Node::new("per_run");
     let rt = node.runtime();
     let held = unique_id("gpu");
-    rt.created(&bundle(&["true"], EXCLUSIVE_ONE), &held);
+    rt.created(&Bundle::with_annotations(&["true"], EXCLUSIVE_ONE), &held);
     let ledger_before = fs::read(node.path("state/gpu-ledger.json")).unwrap();
 
-    let b = bundle(
+    let b = Bundle::with_annotations(
         &["true"],
         &[
             ("io.cdirun.gpu.sharing", "mps"),
@@ -624,7 +611,7 @@ fn delete_after_the_container_crashed_releases_its_gpu_and_mps_reference() {
     let rt = node.runtime();
     let id = unique_id("gpu");
     // Kept until the end: the running container's rootfs is in it.
-    let b = bundle(&["sleep", "60"], &[("io.cdirun.gpu.sharing", "mps")]);
+    let b = Bundle::with_annotations(&["sleep", "60"], &[("io.cdirun.gpu.sharing", "mps")]);
     rt.created(&b, &id);
     rt.ok(&["start", &id]);
     rt.wait_status(&id, "running");
@@ -682,7 +669,7 @@ fn a_gpu_is_held_by_its_device_nodes_whatever_it_is_called() {
     let node = Node::new("per_run");
     nvidia_ctk_layout(&node);
     let rt = node.runtime();
-    let all = bundle(
+    let all = Bundle::with_annotations(
         &["sleep", "60"],
         &[
             ("io.cdirun.gpu.sharing", "exclusive"),
@@ -695,13 +682,17 @@ fn a_gpu_is_held_by_its_device_nodes_whatever_it_is_called() {
         allocated(&all),
         "nvidia.com/gpu=0,nvidia.com/gpu=1,nvidia.com/gpu=2,nvidia.com/gpu=3"
     );
-    let (ok, err) = rt.create(&bundle(&["true"], EXCLUSIVE_ONE), &unique_id("gpu"), &[]);
+    let (ok, err) = rt.create(
+        &Bundle::with_annotations(&["true"], EXCLUSIVE_ONE),
+        &unique_id("gpu"),
+        &[],
+    );
     assert!(
         !ok && err.contains("free: none") && err.contains(&holder),
         "{err}"
     );
     // A plain request for one of them, by UUID, is refused too.
-    let plain = bundle(&["sh", "-c", "ls /dev | grep nvidia"], &[]);
+    let plain = Bundle::with_annotations(&["sh", "-c", "ls /dev | grep nvidia"], &[]);
     plain.edit(|spec| {
         spec["process"]["env"]
             .as_array_mut()
@@ -729,7 +720,7 @@ fn a_gpu_is_held_by_its_device_nodes_whatever_it_is_called() {
         ["/dev/nvidia0", "/dev/nvidia1"],
         ["/dev/nvidia2", "/dev/nvidia3"],
     ] {
-        let b = bundle(&["sleep", "60"], &[("io.cdirun.gpu.count", "2")]);
+        let b = Bundle::with_annotations(&["sleep", "60"], &[("io.cdirun.gpu.count", "2")]);
         let id = unique_id("gpu");
         rt.created(&b, &id);
         let paths = device_paths(&b);
@@ -740,7 +731,7 @@ fn a_gpu_is_held_by_its_device_nodes_whatever_it_is_called() {
         ids.push(id);
     }
     let (ok, err) = rt.create(
-        &bundle(&["true"], &[("io.cdirun.gpu.count", "2")]),
+        &Bundle::with_annotations(&["true"], &[("io.cdirun.gpu.count", "2")]),
         &unique_id("gpu"),
         &[],
     );

@@ -11,8 +11,8 @@ mod node;
 
 use std::time::{Duration, Instant};
 
-use common::{Runtime, output_within, text, unique_id};
-use node::{EXCLUSIVE_ONE, MPS_ONE, Node, assert_no_trace, bundle, cgroup_dirs_starting_with};
+use common::{Bundle, Runtime, output_within, text, unique_id};
+use node::{EXCLUSIVE_ONE, MPS_ONE, Node, assert_no_trace, cgroup_dirs_starting_with};
 
 /// Sequential `run`s of /bin/true.
 const SEQUENTIAL_RUNS: usize = 1000;
@@ -39,7 +39,7 @@ fn a_thousand_sequential_runs_neither_hang_nor_leak() {
     // Every run takes a GPU in the ledger: the claim goes through create and delete a thousand
     // times. (MPS references, whose stand-in daemon costs two shell runs per container, are
     // exercised by the concurrent loops below.)
-    let b = bundle(&["true"], EXCLUSIVE_ONE);
+    let b = Bundle::with_annotations(&["true"], EXCLUSIVE_ONE);
     let prefix = unique_id("seq");
     let bundle_arg = b.path().to_str().unwrap();
     let started = Instant::now();
@@ -81,7 +81,7 @@ fn thirty_two_concurrent_create_start_delete_loops_leave_nothing() {
     let bundles: Vec<common::Bundle> = (0..LOOPS)
         .map(|l| {
             let annotations = if l % 2 == 0 { MPS_ONE } else { &[] };
-            bundle(&["sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES"], annotations)
+            Bundle::with_annotations(&["sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES"], annotations)
         })
         .collect();
     let started = Instant::now();

@@ -82,6 +82,19 @@ impl Bundle {
         bundle
     }
 
+    /// A bundle whose process runs `args` and whose config carries exactly `annotations`.
+    pub fn with_annotations(args: &[&str], annotations: &[(&str, &str)]) -> Self {
+        let bundle = Bundle::new(args);
+        bundle.edit(|spec| {
+            let map: serde_json::Map<String, Value> = annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                .collect();
+            spec["annotations"] = Value::Object(map);
+        });
+        bundle
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -342,6 +355,11 @@ pub fn hierarchies() -> Vec<PathBuf> {
 
 /// Directories named `name` anywhere in any cgroup hierarchy.
 pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
+    cgroup_dirs_where(|dir| dir == name)
+}
+
+/// Directories anywhere in any cgroup hierarchy whose name passes `wanted`.
+pub fn cgroup_dirs_where(wanted: impl Fn(&std::ffi::OsStr) -> bool) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for root in hierarchies() {
         let mut stack = vec![root];
@@ -352,7 +370,7 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
             for entry in entries.flatten() {
                 if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     let path = entry.path();
-                    if entry.file_name() == name {
+                    if wanted(&entry.file_name()) {
                         found.push(path.clone());
                     }
                     stack.push(path);

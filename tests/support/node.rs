@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use serde_json::{Value, json};
 
-use crate::common::{self, Bundle, Runtime};
+use crate::common::{self, Runtime};
 
 /// Annotations asking for one GPU of its own: a GPU ledger entry.
 pub const EXCLUSIVE_ONE: &[(&str, &str)] = &[("io.cdirun.gpu.count", "1")];
@@ -151,19 +151,6 @@ impl Node {
     }
 }
 
-/// A bundle whose container runs `args` and carries `annotations`.
-pub fn bundle(args: &[&str], annotations: &[(&str, &str)]) -> Bundle {
-    let bundle = Bundle::new(args);
-    bundle.edit(|spec| {
-        let map: serde_json::Map<String, Value> = annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        spec["annotations"] = Value::Object(map);
-    });
-    bundle
-}
-
 /// Lines of /proc/self/mountinfo that mention `needle` (a bundle dir, a container id).
 pub fn mounts_mentioning(needle: &str) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
@@ -176,24 +163,7 @@ pub fn mounts_mentioning(needle: &str) -> Vec<String> {
 
 /// Cgroup directories, in every hierarchy, whose name starts with `prefix`.
 pub fn cgroup_dirs_starting_with(prefix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for root in common::hierarchies() {
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    if entry.file_name().to_string_lossy().starts_with(prefix) {
-                        found.push(entry.path());
-                    }
-                    stack.push(entry.path());
-                }
-            }
-        }
-    }
-    found
+    common::cgroup_dirs_where(|name| name.to_string_lossy().starts_with(prefix))
 }
 
 /// Whether a process `pid` exists (and is not a zombie).
