@@ -109,31 +109,40 @@ impl Finish {
             in_namespace(pid, "net", || loopback_up().map_err(anyhow::Error::from))
                 .context("cannot bring up the loopback interface")?;
         }
-        if !self.cgroup_mounts.is_empty() {
-            in_namespace(pid, "mnt", || {
-                for (destination, attrs) in &self.cgroup_mounts {
-                    set_mount_attrs(destination, *attrs).with_context(|| {
-                        format!(
-                            "cannot apply the options of cgroup mount {}",
-                            destination.display()
-                        )
-                    })?;
-                }
-                Ok(())
-            })?;
-        }
-        if self.copy_ups.is_empty() {
+        if self.cgroup_mounts.is_empty() && self.copy_ups.is_empty() {
             return Ok(());
         }
-        let root = open_dir(rootfs)
-            .with_context(|| format!("cannot open the rootfs {}", rootfs.display()))?;
-        for copy_up in &self.copy_ups {
-            let dest = copy_up.destination.display();
-            let source = open_in_root(&root, &copy_up.destination)
-                .with_context(|| format!("tmpcopyup {dest}: cannot open it in the rootfs"))?;
-            in_namespace(pid, "mnt", || copy_up.fill(&source))
-                .with_context(|| format!("tmpcopyup {dest}"))?;
-        }
+        // The image's files are opened as the host sees the rootfs, before joining.
+        let sources = if self.copy_ups.is_empty() {
+            Vec::new()
+        } else {
+            let root = open_dir(rootfs)
+                .with_context(|| format!("cannot open the rootfs {}", rootfs.display()))?;
+            self.copy_ups
+                .iter()
+                .map(|copy_up| {
+                    open_in_root(&root, &copy_up.destination).with_context(|| {
+                        let dest = copy_up.destination.display();
+                        format!("tmpcopyup {dest}: cannot open it in the rootfs")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        // One thread in the container's mount namespace does all the mount work.
+        in_namespace(pid, "mnt", || {
+            for (destination, attrs) in &self.cgroup_mounts {
+                set_mount_attrs(destination, *attrs).with_context(|| {
+                    let dest = destination.display();
+                    format!("cannot apply the options of cgroup mount {dest}")
+                })?;
+            }
+            for (copy_up, source) in self.copy_ups.iter().zip(&sources) {
+                copy_up
+                    .fill(source)
+                    .with_context(|| format!("tmpcopyup {}", copy_up.destination.display()))?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 }
