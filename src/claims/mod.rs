@@ -130,22 +130,14 @@ fn release_scope(path: &Path) -> Result<(), ClaimError> {
 
 /// What a create killed before it wrote its record may still hold, found without the record:
 /// the GPU ledger entries and MPS references of `id` under `root` (holders name their
-/// container) in `config`'s state-dir, and the cgroup scope libcontainer was given
-/// (`cgroup_path`, cgroupfs driver only), which may exist in hierarchies libcontainer does not
-/// manage. Claims of a live holder (a create of the same id still running) are kept.
+/// container) in `config`'s state-dir. (Its cgroup is delete's to remove, as for every
+/// container.) Claims of a live holder (a create of the same id still running) are kept.
 pub fn release_unrecorded(
     config: &crate::config::Config,
     root: &Path,
     id: &str,
-    cgroup_path: Option<&Path>,
 ) -> Result<(), ClaimError> {
     let mut first = None;
-    if let Some(path) = cgroup_path {
-        if let Err(err) = release_scope(path) {
-            tracing::warn!("{err}");
-            first.get_or_insert(err);
-        }
-    }
     let state_dir = &config.state_dir;
     if let Err(err) = mps::release_unrecorded(state_dir, &config.mps, root, id) {
         tracing::warn!("{err}");

@@ -67,10 +67,15 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
     crate::late_hooks::delete(container, force)
         .with_context(|| format!("cannot delete container {:?}", container.id()))?;
     match record {
+        // The scope claim names the cgroup removed above: releasing it again would only walk
+        // every hierarchy a second time.
+        Some(record) if cgroup_path.is_some() => {
+            record.claims.without_scopes().release(&record.state_dir)?
+        }
         Some(record) => record.claims.release(&record.state_dir)?,
         None => {
             let root = dir.parent().unwrap_or(dir);
-            release_unrecorded(root, container.id(), cgroup_path.as_deref())?;
+            release_unrecorded(root, container.id())?;
         }
     }
     Ok(())
@@ -127,7 +132,7 @@ fn wait_until_dead(pid: i32) {
 fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
     match Record::load(dir)? {
         Some(record) => record.claims.release(&record.state_dir)?,
-        None => release_unrecorded(root, id, None)?,
+        None => release_unrecorded(root, id)?,
     }
     if !dir.exists() {
         return Ok(());
@@ -137,8 +142,8 @@ fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
 
 /// Without a record the create's config is unknown: the current one (`CDIRUN_CONFIG` or the
 /// default) names the state-dir to clean, as it did for the create in all but odd cases.
-fn release_unrecorded(root: &Path, id: &str, cgroup_path: Option<&Path>) -> Result<()> {
+fn release_unrecorded(root: &Path, id: &str) -> Result<()> {
     let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
-    claims::release_unrecorded(&loaded.config, root, id, cgroup_path)
+    claims::release_unrecorded(&loaded.config, root, id)
         .with_context(|| format!("cannot release what container {id:?} holds"))
 }
