@@ -34,6 +34,23 @@ struct Setup {
 }
 
 impl Setup {
+    /// Runs a `/bin/true` container that must succeed, with `--log`; returns the log.
+    fn run_logged(&self) -> String {
+        let bundle = Bundle::new(&["/bin/true"]);
+        let id = unique_id("hk");
+        let log = self.path("cdirun.log");
+        let out = self.rt.run(&[
+            "--log",
+            log.to_str().unwrap(),
+            "run",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        fs::read_to_string(&log).unwrap()
+    }
+
     fn new(on_error: &str) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("cdirun-hooks-")
@@ -244,20 +261,8 @@ fn broken_definition_is_skipped_with_a_warning_when_configured() {
             &["prestart"],
         ),
     );
-    let bundle = Bundle::new(&["/bin/true"]);
-    let id = unique_id("hk");
-    let log = s.path("cdirun.log");
-    let out = s.rt.run(&[
-        "--log",
-        log.to_str().unwrap(),
-        "run",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id,
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = s.run_logged();
     assert!(s.marked("good").is_some());
-    let log = fs::read_to_string(&log).unwrap();
     assert!(
         log.contains("10-bad.json") && log.contains("command"),
         "{log}"
@@ -280,23 +285,11 @@ fn a_broken_file_in_a_later_dir_leaves_the_earlier_one_in_effect_when_skipping()
         ),
     );
     fs::write(s.path("d1").join("10-x.json"), "{half written").unwrap();
-    let bundle = Bundle::new(&["/bin/true"]);
-    let id = unique_id("hk");
-    let log = s.path("cdirun.log");
-    let out = s.rt.run(&[
-        "--log",
-        log.to_str().unwrap(),
-        "run",
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id,
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = s.run_logged();
     assert!(
         s.marked("earlier").is_some(),
         "the earlier valid hook did not run"
     );
-    let log = fs::read_to_string(&log).unwrap();
     let kept = format!("{} stays in effect", s.path("d0/10-x.json").display());
     assert!(
         log.contains(&s.path("d1/10-x.json").display().to_string()) && log.contains(&kept),
