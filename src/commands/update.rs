@@ -4,10 +4,10 @@
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
-use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcgroups::common::{AnyCgroupManager, CgroupManager, ControllerOpt};
 use libcontainer::container::ContainerStatus;
 use libcontainer::oci_spec::runtime::{
-    LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources,
+    LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, Spec,
 };
 
 use super::Globals;
@@ -22,7 +22,22 @@ pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
         Some(path) => read_resources(path)?,
         None => from_flags(&args),
     };
+    let mut resources = resources;
     let manager = super::cgroup_manager(&container)?;
+    // On cgroup v2 libcgroups rebuilds the eBPF device program from the resources it is given:
+    // without the container's own rules it would take away every device the spec allows (a
+    // GPU). runc's update also keeps the devices of the container's config. (v1 keeps its
+    // devices.list; systemd's driver sets only the limits.)
+    if matches!(manager, AnyCgroupManager::V2(_)) {
+        let config = container.bundle().join("config.json");
+        let spec = Spec::load(&config).with_context(|| {
+            format!(
+                "cannot read the device rules of {id:?} from {}",
+                config.display()
+            )
+        })?;
+        resources.set_devices(Some(super::create::device_rules(&spec)));
+    }
     manager
         .apply(&ControllerOpt {
             resources: &resources,
