@@ -2,6 +2,7 @@
 //! directories a container's cgroupsPath would create, and (in submodules) slice ownership and
 //! the scope operations: placement, limits, metrics, kill, removal.
 
+pub mod devices;
 pub mod owners;
 pub mod scope;
 

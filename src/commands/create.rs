@@ -99,6 +99,9 @@ impl Init<'_> {
                     placement.check_alone(&container)?;
                     pause_at("placed");
                     placement.apply_oom_setting(&spec)?;
+                    if cgroup_driver.is_systemd() {
+                        placement.enforce_unit_devices(&container, &spec)?;
+                    }
                     let pid = container
                         .pid()
                         .context("container has no init pid after create")?;
@@ -402,6 +405,40 @@ impl Placement {
             .disable_oom_killer()
             .with_context(|| format!("cannot disable the OOM killer of cgroup {path}"))
     }
+}
+
+impl Placement {
+    /// libcontainer's systemd driver enforces no device rule on cgroup v2 (see
+    /// [`cgroup::devices`]): attach the program and give the unit its device policy, before
+    /// `start` lets the container's process run.
+    fn enforce_unit_devices(
+        &self,
+        container: &Container,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<()> {
+        let rules = device_rules(spec);
+        let v2 = self
+            .hierarchies
+            .iter()
+            .find(|h| h.is_v2())
+            .context("--systemd-cgroup on cgroup v2, but no cgroup2 mount is in mountinfo")?;
+        let pid = container
+            .pid()
+            .context("container has no init pid after create")?;
+        cgroup::devices::enforce_for_unit(pid.as_raw(), &v2.mount, &rules, Path::new("systemctl"))
+            .context("cannot enforce the container's device rules")
+    }
+}
+
+/// The spec's `linux.resources.devices`, in order.
+pub fn device_rules(
+    spec: &libcontainer::oci_spec::runtime::Spec,
+) -> Vec<libcontainer::oci_spec::runtime::LinuxDeviceCgroup> {
+    spec.linux()
+        .as_ref()
+        .and_then(|linux| linux.resources().as_ref())
+        .and_then(|resources| resources.devices().clone())
+        .unwrap_or_default()
 }
 
 fn in_use(scope: &cgroup::CgroupPath, pids: &[i32]) -> String {
