@@ -85,7 +85,9 @@ pub struct TimeSliceConfig {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SlicesConfig {
     pub default: String,
-    /// Client cgroupsPath prefixes (e.g. "/kubepods") used as they are.
+    /// Client cgroupsPath prefixes used as they are. The default holds the kubelet's pod
+    /// hierarchy (`/kubepods` with cgroupfs, `kubepods.slice` with systemd): a pod's containers
+    /// must stay in the pod's cgroup, where the kubelet's pod limits and accounting apply.
     pub respect: Vec<String>,
     pub owners: BTreeMap<String, Vec<String>>,
     /// Limits per slice (path or unit name), written when cdirun creates the acting owner's
@@ -161,11 +163,15 @@ impl Default for TimeSliceConfig {
     }
 }
 
+/// Where the kubelet puts pods: its cgroupfs root and its systemd slice (`kubepods.slice`, with
+/// `kubepods-besteffort-pod<UID>.slice` and friends below it).
+pub const KUBELET_SLICES: [&str; 2] = ["/kubepods", "/kubepods.slice"];
+
 impl Default for SlicesConfig {
     fn default() -> Self {
         Self {
             default: "workload.slice".into(),
-            respect: Vec::new(),
+            respect: KUBELET_SLICES.iter().map(|s| s.to_string()).collect(),
             owners: BTreeMap::from([
                 ("workload".into(), vec!["workload.slice".into()]),
                 ("pact".into(), vec!["pact.slice".into()]),
@@ -271,7 +277,7 @@ control = "nvidia-cuda-mps-control"
 smi = "nvidia-smi"
 [slices]
 default = "workload.slice"
-respect = []
+respect = ["/kubepods", "/kubepods.slice"]
 [slices.owners]
 workload = ["workload.slice"]
 pact = ["pact.slice"]

@@ -598,6 +598,45 @@ mod tests {
         }
     }
 
+    /// The CRI plugin asks for cgroups inside the kubelet's pod cgroup; the embedded defaults
+    /// keep them there with either driver, and the systemd layout on v1 nests as systemd does.
+    #[test]
+    fn kubelet_pods_keep_their_cgroup_by_default() {
+        let config = Config::default();
+        let cases = [
+            (
+                Driver::Cgroupfs,
+                "/kubepods/besteffort/pod1/c1",
+                "/kubepods/besteffort/pod1/c1",
+            ),
+            (
+                Driver::Systemd,
+                "kubepods-besteffort-pod1.slice:cri-containerd:c1",
+                "kubepods-besteffort-pod1.slice:cri-containerd:c1",
+            ),
+            (
+                Driver::SystemdLayout,
+                "kubepods-besteffort-pod1.slice:cri-containerd:c1",
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-c1.scope",
+            ),
+            // Whole components only: not the kubelet's.
+            (
+                Driver::Cgroupfs,
+                "/kubepods-x/c1",
+                "/workload.slice/kubepods-x/c1",
+            ),
+        ];
+        for (driver, input, want) in cases {
+            let ctx = Context {
+                cgroup_driver: driver,
+                ..Context::new("c1", &config, Path::new("/run/cdirun"))
+            };
+            let mut got = spec(Some(input), None);
+            Placement.apply(&mut got, &ctx).unwrap();
+            assert_eq!(got, spec(Some(want), None), "{driver:?} {input}");
+        }
+    }
+
     /// `--systemd-cgroup` on a v1 or hybrid host: the unit systemd would make, as a cgroupfs
     /// scope at systemd's path (never the literal `slice:prefix:name` directory).
     #[test]
