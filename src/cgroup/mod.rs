@@ -5,6 +5,7 @@
 pub mod devices;
 pub mod owners;
 pub mod scope;
+pub mod unit;
 
 use std::fs;
 use std::io;

@@ -36,6 +36,8 @@ pub enum Claim {
         slice: Option<PathBuf>,
     },
     /// GPUs held in the node-wide ledger.
+    /// The systemd scope unit registered for a cgroup laid out at systemd's path.
+    Unit { name: String, slice: String },
     Gpu {
         devices: Vec<String>,
         sharing: Sharing,
@@ -70,6 +72,9 @@ impl Claims {
         for claim in self.0.iter().rev() {
             let result = match claim {
                 Claim::Scope { path, .. } => release_scope(path),
+                Claim::Unit { name, slice } => cgroup::unit::Unit { name, slice }
+                    .stop()
+                    .map_err(Into::into),
                 Claim::Gpu { holder, .. } => gpu::release(state_dir, holder).map_err(Into::into),
                 Claim::Mps {
                     gpu,
@@ -107,6 +112,14 @@ impl Claims {
     }
 
     /// The cgroup scope claim, if any.
+    /// The systemd scope unit to register, if the cgroup is laid out as one.
+    pub fn unit(&self) -> Option<cgroup::unit::Unit<'_>> {
+        self.0.iter().find_map(|claim| match claim {
+            Claim::Unit { name, slice } => Some(cgroup::unit::Unit { name, slice }),
+            _ => None,
+        })
+    }
+
     pub fn scope(&self) -> Option<(&Path, Option<&Path>)> {
         self.0.iter().find_map(|claim| match claim {
             Claim::Scope { path, slice } => Some((path.as_path(), slice.as_deref())),
@@ -161,6 +174,8 @@ pub enum ClaimError {
     Read { path: PathBuf, message: String },
     #[error("cannot remove cgroup scope {path}: {message}")]
     Scope { path: PathBuf, message: String },
+    #[error(transparent)]
+    Unit(#[from] cgroup::unit::UnitError),
     #[error(transparent)]
     Gpu(#[from] gpu::LedgerError),
     #[error(transparent)]

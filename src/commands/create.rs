@@ -102,6 +102,9 @@ impl Init<'_> {
                     if cgroup_driver.is_systemd() {
                         placement.enforce_unit_devices(&container, &spec)?;
                     }
+                    if let Some(unit) = record.claims.unit() {
+                        register_unit(&unit, &container, &spec)?;
+                    }
                     let pid = container
                         .pid()
                         .context("container has no init pid after create")?;
@@ -428,6 +431,22 @@ impl Placement {
         cgroup::devices::enforce_for_unit(pid.as_raw(), &v2.mount, &rules, Path::new("systemctl"))
             .context("cannot enforce the container's device rules")
     }
+}
+
+/// Registers the systemd scope of a cgroup laid out at systemd's path (see
+/// [`cgroup::unit`]), with the init already in it.
+fn register_unit(
+    unit: &cgroup::unit::Unit,
+    container: &Container,
+    spec: &libcontainer::oci_spec::runtime::Spec,
+) -> Result<()> {
+    let pid = container
+        .pid()
+        .context("container has no init pid after create")?;
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let proc_devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
+    unit.register(pid.as_raw(), resources, &proc_devices)
+        .with_context(|| format!("cannot register systemd unit {}", unit.name))
 }
 
 /// The spec's `linux.resources.devices`, in order.

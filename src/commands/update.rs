@@ -11,6 +11,7 @@ use libcontainer::oci_spec::runtime::{
 };
 
 use super::Globals;
+use crate::claims::Record;
 
 pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
     let id = args.container_id.clone();
@@ -45,7 +46,15 @@ pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
             oom_score_adj: None,
             freezer_state: None,
         })
-        .with_context(|| format!("cannot update resources of container {id:?}"))
+        .with_context(|| format!("cannot update resources of container {id:?}"))?;
+    // A systemd scope cdirun registered on a v1 host (see cgroup::unit): systemd re-applying it
+    // would put the old limits back.
+    let record = Record::load(&globals.container_dir(&id))?;
+    if let Some(unit) = record.as_ref().and_then(|r| r.claims.unit()) {
+        unit.update_limits(&resources)
+            .with_context(|| format!("cannot update the systemd unit of container {id:?}"))?;
+    }
+    Ok(())
 }
 
 /// Reads LinuxResources JSON from a file, or from stdin for `-`.

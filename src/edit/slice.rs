@@ -96,7 +96,7 @@ impl Edit for Placement {
         let linux = spec.linux_mut().as_mut().ok_or(SliceError::NotLinux)?;
         let plan = plan(linux.cgroups_path().as_deref(), annotation.as_deref(), ctx)?;
         linux.set_cgroups_path(Some(plan.cgroups_path));
-        Ok(Claims(plan.scope.into_iter().collect()))
+        Ok(Claims(plan.scope.into_iter().chain(plan.unit).collect()))
     }
 }
 
@@ -106,6 +106,8 @@ pub struct Plan {
     pub cgroups_path: PathBuf,
     /// cgroupfs only: the scope claim (the systemd driver leaves the scope to systemd).
     pub scope: Option<Claim>,
+    /// [`Driver::SystemdLayout`] only: the scope unit cdirun registers with systemd for it.
+    pub unit: Option<Claim>,
 }
 
 /// The placement decision, pure: client cgroupsPath + annotation + config → cgroupsPath.
@@ -155,12 +157,31 @@ pub fn plan(
         Driver::Systemd => Ok(systemd_unit(client, &target, &check, respected, id)?.plan()),
         // An absolute path is this edit's own earlier result (applying twice changes nothing).
         Driver::SystemdLayout if client.is_some_and(|c| c.starts_with('/')) => {
-            cgroupfs_plan(client, target, &check, respected, id)
+            cgroupfs_plan(client, target, &check, respected, id).map(with_unit)
         }
         Driver::SystemdLayout => {
             systemd_unit(client, &target, &check, respected, id)?.cgroupfs_plan()
         }
     }
+}
+
+/// A cgroup laid out where systemd puts a unit (`/<slices>/<name>.scope`) is that unit: its
+/// scope and slice names, from the path alone (so applying the edit twice keeps the claim).
+fn with_unit(mut plan: Plan) -> Plan {
+    let path = CgroupPath::parse(&plan.cgroups_path.to_string_lossy()).ok();
+    plan.unit = path.and_then(|path| {
+        let (name, parents) = path.components().split_last()?;
+        let slice = match parents.last() {
+            None => "-.slice".to_owned(),
+            Some(slice) if slice.ends_with(".slice") => slice.clone(),
+            Some(_) => return None,
+        };
+        name.ends_with(".scope").then(|| Claim::Unit {
+            name: name.clone(),
+            slice,
+        })
+    });
+    plan
 }
 
 struct Check<'a> {
@@ -210,6 +231,7 @@ fn cgroupfs_plan(
             path: path.absolute(),
             slice: slice.map(|s| s.absolute()),
         }),
+        unit: None,
     };
     let parent_of_scope = |scope: &CgroupPath| {
         let mut parts = scope.components().to_vec();
@@ -271,6 +293,7 @@ impl SystemdUnit {
         Plan {
             cgroups_path: format!("{}:{}:{}", self.slice, self.prefix, self.name).into(),
             scope: None,
+            unit: None,
         }
     }
 
@@ -280,13 +303,14 @@ impl SystemdUnit {
             slice: self.slice.clone(),
         })?;
         let path = slice.child(&format!("{}-{}.scope", self.prefix, self.name));
-        Ok(Plan {
+        Ok(with_unit(Plan {
             cgroups_path: path.absolute(),
             scope: Some(Claim::Scope {
                 path: path.absolute(),
                 slice: self.owned_slice.map(|s| s.absolute()),
             }),
-        })
+            unit: None,
+        }))
     }
 }
 
@@ -701,8 +725,15 @@ mod tests {
             let mut got = spec(*input, *annotation);
             let claims = Placement.apply(&mut got, &ctx).unwrap();
             assert_eq!(got, spec(Some(want), *annotation), "{name}");
-            assert_eq!(claims, scope(want, *slice), "{name}");
-            // Idempotent: the second run sees the cgroupfs path and keeps it.
+            let (parent, unit) = want.rsplit_once('/').unwrap();
+            let unit = Claim::Unit {
+                name: unit.to_owned(),
+                slice: parent.rsplit('/').next().unwrap().to_owned(),
+            };
+            let mut want_claims = scope(want, *slice);
+            want_claims.0.push(unit.clone());
+            assert_eq!(claims, want_claims, "{name}");
+            // Idempotent: the second run sees the cgroupfs path and keeps it, and the unit.
             let again = Placement.apply(&mut got, &ctx).unwrap();
             assert_eq!(got, spec(Some(want), *annotation), "{name} (twice)");
             assert_eq!(
@@ -710,6 +741,7 @@ mod tests {
                 Some(Path::new(want)),
                 "{name}"
             );
+            assert_eq!(again.0.last(), Some(&unit), "{name} (twice)");
         }
     }
 
