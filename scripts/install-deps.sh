@@ -4,12 +4,13 @@
 #                             vendored libbpf behind cgroup v2 device rules)
 #   install-deps.sh demo    : build + busybox-static for the demo container's rootfs
 #   install-deps.sh test    : demo + everything the test suites drive (runc, crun, podman, ...)
-#   install-deps.sh vm      : the cgroup v2 guest of conformance/cgroupv2 (mmdebstrap, QEMU)
+#   install-deps.sh vm      : the guests of conformance/cgroupv2 and conformance/systemd
+#                             (mmdebstrap, QEMU, systemd-nspawn)
 set -euo pipefail
 
 build=(libseccomp-dev libelf-dev zlib1g-dev make pkg-config gcc)
 demo=("${build[@]}" busybox-static jq)
-vm=(mmdebstrap qemu-system-x86 e2fsprogs openssh-client jq)
+vm=(mmdebstrap qemu-system-x86 systemd-container e2fsprogs openssh-client jq)
 test=("${demo[@]}" "${vm[@]}" runc crun podman conmon containerd hyperfine time procps iproute2 uidmap python3-grpcio python3-protobuf protobuf-compiler)
 
 case "${1:-test}" in

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test suite on this machine, as root, with real containers: the Rust unit and
-# integration tests, then the suites under conformance/. Installs what the suites need first,
-# builds the release binary once and hands it to every suite through CDIRUN_BIN.
+# integration tests, then the suites under conformance/ (the last two boot a cgroup v2 guest
+# and a systemd).
+# Installs what the suites need first, builds the release binary once and hands it to every
+# suite through CDIRUN_BIN.
 # Prints each suite's result and, last, "N passed, N failed, N skipped" over all of them (the
 # skipped are conformance programs listed in conformance/expected-failures with their reasons).
 set -uo pipefail
@@ -47,9 +49,10 @@ suite() {
   local name=$1
   shift
   echo "== $name"
-  local log="$logs/$name.log"
+  local log="$logs/$name.log" start=$SECONDS
   "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc in $((SECONDS - start)) s"
   add_counts "$log"
   if [ "$rc" != 0 ]; then
     suites_failed+=("$name")
@@ -65,6 +68,14 @@ suite runtime-tools conformance/runtime-tools.sh
 
 # Real clients driving cdirun: podman, containerd (ctr and CRI), and the .deb installed.
 suite clients conformance/clients/run.sh
+
+# A pure cgroup v2 kernel with a booted systemd, under QEMU: device rules with both drivers,
+# cdirun beside runc and crun. This host's hybrid layout cannot show them.
+suite cgroupv2 conformance/cgroupv2/run.sh
+
+# A booted systemd (nspawn, this host's hybrid layout): --systemd-cgroup scopes as systemd sees
+# them, across daemon-reload.
+suite systemd conformance/systemd/run.sh
 
 echo "== summary (logs in $logs)"
 if ((${#suites_failed[@]})); then
