@@ -351,19 +351,17 @@ pub fn apply_edits(spec: &mut Spec, batches: &[(&str, &ContainerEdits)]) -> Resu
     Ok(())
 }
 
-/// Sets `KEY=VALUE`, replacing an existing `KEY` in place.
+/// Sets `KEY=VALUE` as the reference library does: every existing `KEY` entry goes and the new
+/// one is appended, so the value set here is the one the process sees whatever duplicates the
+/// client sent.
 ///
-/// Regression (the Rust `container-device-interface` crate appends instead, so an image's value
-/// listed first would win): the reference library replaces by key.
+/// Regressions: the Rust `container-device-interface` crate appends without removing (an
+/// image's value listed first would win), and replacing only the first entry left a client's
+/// later duplicate in place, which won.
 fn set_env(env: &mut Vec<String>, entry: &str) {
     let key = entry.split_once('=').map_or(entry, |(k, _)| k);
-    match env
-        .iter_mut()
-        .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-    {
-        Some(existing) => entry.clone_into(existing),
-        None => env.push(entry.to_owned()),
-    }
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+    env.push(entry.to_owned());
 }
 
 fn device_type(typ: &str) -> LinuxDeviceType {
@@ -1187,6 +1185,31 @@ devices:
             assert!(err.contains(want), "{want:?} not in {err}");
         }
         assert!(!err.contains("nvidia.com/gpu=0 "), "{err}");
+    }
+
+    #[test]
+    fn a_spec_env_edit_wins_over_every_duplicate_the_client_sent() {
+        // Regression: the first client entry was replaced and the client's second one, later
+        // in the list, was what the process saw.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("v.yaml"),
+            "cdiVersion: 0.6.0\nkind: vendor.com/dev\n\
+             devices: [{name: a, containerEdits: {env: [A=from-cdi]}}]\n",
+        )
+        .unwrap();
+        let config = config_for(&[dir.path()]);
+        let mut input = with(
+            base(),
+            "/process/env",
+            json!(["A=client-1", "PATH=/bin", "A=client-2"]),
+        );
+        input["annotations"] = json!({"cdi.k8s.io/d": "vendor.com/dev=a"});
+        let mut spec = oci(input.clone());
+        run(&mut spec, &config).unwrap();
+        let mut want = input;
+        want["process"]["env"] = json!(["PATH=/bin", "A=from-cdi"]);
+        assert_eq!(spec, oci(want));
     }
 
     #[test]
