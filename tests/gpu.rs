@@ -346,10 +346,7 @@ fn mps_per_run_starts_once_for_two_containers_and_quits_after_the_last_delete() 
             annotations,
         );
         bundle.edit(|spec| {
-            spec["process"]["env"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!("NVIDIA_VISIBLE_DEVICES=0"));
+            spec["annotations"]["cdi.k8s.io/gpu"] = json!("nvidia.com/gpu=0");
         });
         rt.created(&bundle, id);
         bundles.push(bundle);
