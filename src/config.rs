@@ -46,7 +46,23 @@ pub struct Config {
 pub struct CdiConfig {
     pub spec_dirs: Vec<PathBuf>,
     pub annotation_prefixes: Vec<String>,
+    /// Whether NVIDIA_VISIBLE_DEVICES / AMD_VISIBLE_DEVICES can request devices at all.
     pub accept_env: bool,
+    /// What those variables do when they would request devices for a container without
+    /// CAP_SYS_ADMIN in its bounding set (see `request::precedence`).
+    pub env_when_unprivileged: EnvWhenUnprivileged,
+}
+
+/// `[cdi] env-when-unprivileged`: env device requests from a container without CAP_SYS_ADMIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvWhenUnprivileged {
+    /// The variables are requests, as for a privileged container (NVIDIA's default).
+    Accept,
+    /// The variables request nothing; the container gets no device from them.
+    Ignore,
+    /// The create fails, naming the variable and this key.
+    Refuse,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -131,6 +147,7 @@ impl Default for CdiConfig {
             spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
             annotation_prefixes: vec!["cdi.k8s.io/".into()],
             accept_env: true,
+            env_when_unprivileged: EnvWhenUnprivileged::Accept,
         }
     }
 }
@@ -265,6 +282,7 @@ state-dir = "/run/cdirun-state"
 spec-dirs = ["/etc/cdi", "/var/run/cdi"]
 annotation-prefixes = ["cdi.k8s.io/"]
 accept-env = true
+env-when-unprivileged = "accept"
 [gpu]
 default-vendor = "nvidia"
 nccl-socket-ifname = "eth0"
@@ -318,6 +336,28 @@ io-max = ["8:0 rbps=1048576"]
         )
         .unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn env_when_unprivileged_takes_its_three_values_only() {
+        for (text, want) in [
+            ("accept", EnvWhenUnprivileged::Accept),
+            ("ignore", EnvWhenUnprivileged::Ignore),
+            ("refuse", EnvWhenUnprivileged::Refuse),
+        ] {
+            let config = Config::parse(
+                &format!("[cdi]\nenv-when-unprivileged = {text:?}\n"),
+                Path::new("c.toml"),
+            )
+            .unwrap();
+            assert_eq!(config.cdi.env_when_unprivileged, want, "{text}");
+        }
+        let err = Config::parse(
+            "[cdi]\nenv-when-unprivileged = \"deny\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("deny"), "{err}");
     }
 
     #[test]

@@ -471,8 +471,10 @@ fn unresolvable_devices_fail_create_naming_all_and_leave_nothing() {
     let f = Fixture::new(&["true"]);
     let n0 = f.node("nvidia0", 195, 0);
     f.spec("nvidia.json", &nvidia_spec(&f, &[("0", n0)]));
-    f.annotate("cdi.k8s.io/gpu", "nvidia.com/gpu=0,nvidia.com/gpu=9");
-    f.env("NVIDIA_VISIBLE_DEVICES=7");
+    f.annotate(
+        "cdi.k8s.io/gpu",
+        "nvidia.com/gpu=0,nvidia.com/gpu=9,nvidia.com/gpu=8",
+    );
     let before = f.config_json();
     let out = f.cdirun(&[
         "create",
@@ -483,8 +485,7 @@ fn unresolvable_devices_fail_create_naming_all_and_leave_nothing() {
     assert!(!out.status.success(), "create succeeded");
     let err = text(&out.stderr);
     for want in [
-        "nvidia.com/gpu=9 (annotation cdi.k8s.io/gpu)",
-        "nvidia.com/gpu=7 (NVIDIA_VISIBLE_DEVICES)",
+        "nvidia.com/gpu=9 (annotation cdi.k8s.io/gpu), nvidia.com/gpu=8 (annotation cdi.k8s.io/gpu)",
         f.path("cdi").to_str().unwrap(),
     ] {
         assert!(err.contains(want), "{want:?} not in: {err}");

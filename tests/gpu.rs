@@ -108,6 +108,15 @@ impl Node {
         self.dir.path().join(sub)
     }
 
+    /// Rewrites the config with `lines` (TOML, may be empty) at the top of its `[cdi]` table.
+    fn set_cdi(&self, lines: &str) {
+        let path = self.path("config.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        let (head, rest) = text.split_once("[cdi]\n").unwrap();
+        let (_, kept) = rest.split_once("spec-dirs").unwrap();
+        fs::write(&path, format!("{head}[cdi]\n{lines}spec-dirs{kept}")).unwrap();
+    }
+
     fn mknod(&self, name: &str, major: u64, minor: u64) -> PathBuf {
         let path = self.path(&format!("dev/{name}"));
         mknod(
@@ -346,10 +355,7 @@ fn mps_per_run_starts_once_for_two_containers_and_quits_after_the_last_delete() 
             annotations,
         );
         bundle.edit(|spec| {
-            spec["process"]["env"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!("NVIDIA_VISIBLE_DEVICES=0"));
+            spec["annotations"]["cdi.k8s.io/gpu"] = json!("nvidia.com/gpu=0");
         });
         rt.created(&bundle, id);
         bundles.push(bundle);
@@ -740,4 +746,196 @@ fn a_gpu_is_held_by_its_device_nodes_whatever_it_is_called() {
         rt.ok(&["delete", "--force", id]);
     }
     assert_eq!(node.ledger(), []);
+}
+
+/// One row of [`device_request_precedence_in_real_containers`].
+struct PrecedenceRow<'a> {
+    name: &'a str,
+    annotations: &'a [(&'a str, &'a str)],
+    env: &'a [&'a str],
+    /// CAP_SYS_ADMIN in the bounding set (a `cdirun spec` bundle, like podman's and docker's
+    /// default containers, lacks it).
+    privileged: bool,
+    /// `[cdi]` lines of the node's config.
+    cdi: &'a str,
+    /// Ok: the device nodes and vendor variables seen inside (sorted), and the GPUs the ledger
+    /// holds for the container while it exists. Err: what the refused create says.
+    want: Result<(&'a [&'a str], &'a [&'a str]), &'a str>,
+    /// A line `explain` prints for the bundle.
+    explain: Option<&'a str>,
+}
+
+#[test]
+fn device_request_precedence_in_real_containers() {
+    let node = Node::new("per_run");
+    let rt = node.runtime();
+    let script = "ls /dev /dev/dri 2>/dev/null | grep -E '^(nvidia|renderD|card)' | sort; \
+                  env | grep -E '^(NVIDIA|AMD)_VISIBLE_DEVICES=' | sort";
+    let annotated: &[(&str, &str)] = &[("cdi.k8s.io/gpu", "nvidia.com/gpu=1")];
+    let rows = [
+        PrecedenceRow {
+            name: "annotation only: the spec's env edit stands",
+            annotations: annotated,
+            env: &[],
+            privileged: false,
+            cdi: "",
+            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            explain: None,
+        },
+        PrecedenceRow {
+            name: "env only, unprivileged, default: docker/podman -e works",
+            annotations: &[],
+            env: &["NVIDIA_VISIBLE_DEVICES=0"],
+            privileged: false,
+            cdi: "",
+            // The CDI spec's own NVIDIA_VISIBLE_DEVICES=void wins, as with the reference library.
+            want: Ok((&["nvidia0", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            explain: None,
+        },
+        PrecedenceRow {
+            name: "annotation and the CUDA image's env all: the annotation alone",
+            annotations: annotated,
+            env: &["NVIDIA_VISIBLE_DEVICES=all"],
+            privileged: false,
+            cdi: "",
+            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"], &[])),
+            explain: Some(
+                "NVIDIA_VISIBLE_DEVICES=\"all\" is not a device request: CDI annotation cdi.k8s.io/gpu is an explicit allocation, which wins",
+            ),
+        },
+        PrecedenceRow {
+            name: "annotation and env naming another GPU: the annotation alone",
+            annotations: annotated,
+            env: &["NVIDIA_VISIBLE_DEVICES=0"],
+            privileged: true,
+            cdi: "",
+            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"], &[])),
+            explain: None,
+        },
+        PrecedenceRow {
+            name: "count and the CUDA image's env all: one GPU, env rewritten",
+            annotations: &[("io.cdirun.gpu.count", "1")],
+            env: &["NVIDIA_VISIBLE_DEVICES=all"],
+            privileged: false,
+            cdi: "",
+            want: Ok((
+                &["nvidia0", "NVIDIA_VISIBLE_DEVICES=0"],
+                &["nvidia.com/gpu=0"],
+            )),
+            explain: Some(
+                "NVIDIA_VISIBLE_DEVICES=\"all\" is not a device request: annotation io.cdirun.gpu.count is an explicit allocation",
+            ),
+        },
+        PrecedenceRow {
+            name: "count and a CDI annotation of another kind: both, each variable its own",
+            annotations: &[
+                ("io.cdirun.gpu.count", "1"),
+                ("cdi.k8s.io/amd", "amd.com/gpu=1"),
+            ],
+            env: &["NVIDIA_VISIBLE_DEVICES=all", "AMD_VISIBLE_DEVICES=all"],
+            privileged: false,
+            cdi: "",
+            want: Ok((
+                &[
+                    "nvidia0",
+                    "renderD129",
+                    "AMD_VISIBLE_DEVICES=1",
+                    "NVIDIA_VISIBLE_DEVICES=0",
+                ],
+                &["nvidia.com/gpu=0"],
+            )),
+            explain: None,
+        },
+        PrecedenceRow {
+            name: "unprivileged env, knob ignore: no GPU and no misleading env",
+            annotations: &[],
+            env: &["NVIDIA_VISIBLE_DEVICES=all"],
+            privileged: false,
+            cdi: "env-when-unprivileged = \"ignore\"\n",
+            want: Ok((&["NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            explain: Some(
+                "NVIDIA_VISIBLE_DEVICES=\"all\" is ignored (the container has no CAP_SYS_ADMIN in its bounding set and [cdi] env-when-unprivileged = \"ignore\")",
+            ),
+        },
+        PrecedenceRow {
+            name: "unprivileged env, knob refuse: refused, naming the knob",
+            annotations: &[],
+            env: &["NVIDIA_VISIBLE_DEVICES=0"],
+            privileged: false,
+            cdi: "env-when-unprivileged = \"refuse\"\n",
+            want: Err(
+                "NVIDIA_VISIBLE_DEVICES=\"0\" asks for devices, but the container has no CAP_SYS_ADMIN in its bounding set (process.capabilities.bounding) and [cdi] env-when-unprivileged = \"refuse\"",
+            ),
+            explain: None,
+        },
+        PrecedenceRow {
+            name: "privileged env, knob refuse: accepted",
+            annotations: &[],
+            env: &["NVIDIA_VISIBLE_DEVICES=2"],
+            privileged: true,
+            cdi: "env-when-unprivileged = \"refuse\"\n",
+            want: Ok((&["nvidia2", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            explain: None,
+        },
+        PrecedenceRow {
+            name: "unprivileged env, knob accept",
+            annotations: &[],
+            env: &["NVIDIA_VISIBLE_DEVICES=3"],
+            privileged: false,
+            cdi: "env-when-unprivileged = \"accept\"\n",
+            want: Ok((&["nvidia3", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            explain: None,
+        },
+        PrecedenceRow {
+            name: "annotation with unprivileged env, knob refuse: the explicit allocation wins",
+            annotations: annotated,
+            env: &["NVIDIA_VISIBLE_DEVICES=all"],
+            privileged: false,
+            cdi: "env-when-unprivileged = \"refuse\"\n",
+            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"], &[])),
+            explain: None,
+        },
+    ];
+    for row in rows {
+        let name = row.name;
+        node.set_cdi(row.cdi);
+        let bundle = Bundle::with_annotations(&["sh", "-c", script], row.annotations);
+        bundle.edit(|spec| {
+            let env = spec["process"]["env"].as_array_mut().unwrap();
+            env.extend(row.env.iter().map(|e| json!(e)));
+            if row.privileged {
+                spec["process"]["capabilities"]["bounding"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("CAP_SYS_ADMIN"));
+            }
+        });
+        if let Some(line) = row.explain {
+            let out = rt.ok(&["explain", "--bundle", bundle.path().to_str().unwrap()]);
+            assert!(out.contains(&format!("env:\n  {line}")), "{name}: {out}");
+        }
+        let id = unique_id("prec");
+        let (ok, err) = rt.create(&bundle, &id, &[]);
+        match row.want {
+            Err(message) => {
+                assert!(!ok && err.contains(message), "{name}: {err}");
+                rt.assert_gone(&id);
+            }
+            Ok((inside, held)) => {
+                assert!(ok, "{name}: {err}");
+                let want: Vec<(String, String)> = held
+                    .iter()
+                    .map(|gpu| (gpu.to_string(), id.clone()))
+                    .collect();
+                assert_eq!(node.ledger(), want, "{name}: ledger while it exists");
+                rt.ok(&["start", &id]);
+                rt.wait_status(&id, "stopped");
+                let out = fs::read_to_string(bundle.path().join("stdout")).unwrap();
+                assert_eq!(out.lines().collect::<Vec<_>>(), inside, "{name}");
+                rt.ok(&["delete", &id]);
+                rt.assert_gone(&id);
+            }
+        }
+        assert_eq!(node.ledger(), [], "{name}: ledger after delete");
+    }
 }

@@ -141,6 +141,7 @@ const CONFIG_KEYS: &[(&str, &str, &str)] = &[
     ("cdi", "spec-dirs", "[\"/etc/cdi\"]"),
     ("cdi", "annotation-prefixes", "[\"cdi.k8s.io/\"]"),
     ("cdi", "accept-env", "true"),
+    ("cdi", "env-when-unprivileged", "\"ignore\""),
     ("gpu", "default-vendor", "\"nvidia\""),
     ("gpu", "nccl-socket-ifname", "\"eth0\""),
     ("mps", "lifetime", "\"per_run\""),

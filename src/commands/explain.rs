@@ -1,5 +1,6 @@
 //! `explain`: runs create's edit pipeline on a copy of a bundle's config.json and prints what
-//! would change and which claims it would take. Nothing is written, no claim is taken, no
+//! would change, which vendor env the device-request precedence rule overrode or ignored and
+//! why, and which claims it would take. Nothing is written, no claim is taken, no
 //! daemon is started and no container is created.
 
 use std::collections::BTreeSet;
@@ -10,7 +11,7 @@ use serde_json::Value;
 use super::Globals;
 use crate::cli::ExplainArgs;
 use crate::config::{self, Config};
-use crate::{bundle, edit};
+use crate::{bundle, edit, request};
 
 pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
     let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
@@ -37,6 +38,15 @@ pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
     };
     println!("bundle: {}", bundle.display());
     println!("config: {config}");
+    // The precedence rule's verdict on the vendor visible-devices variables, said in words:
+    // the diff alone shows a rewritten value, not why.
+    let notes = request::from_spec(&original, &loaded.config)?.env_notes();
+    if !notes.is_empty() {
+        println!("env:");
+        for note in notes {
+            println!("  {note}");
+        }
+    }
     let mut lines = Vec::new();
     diff(
         "",

@@ -102,14 +102,32 @@ impl Edit for Cdi {
 
     fn apply(&self, spec: &mut Spec, ctx: &Context) -> Result<Claims, EditError> {
         let request = request::from_spec(spec, ctx.config).map_err(CdiError::from)?;
-        if request.cdi.is_empty() {
+        if request.cdi.is_empty() && request.env_rewrites(&[]).is_empty() {
             return Ok(Claims::default());
         }
-        let registry = Registry::load(&ctx.config.cdi.spec_dirs);
-        let devices = resolve(&registry, &request)?;
+        for note in request.env_notes() {
+            tracing::info!("{note}");
+        }
         let mut edited = spec.clone();
-        inject(&mut edited, &registry, &devices)?;
-        refuse_held(&registry, &devices, ctx)?;
+        let mut devices = Vec::new();
+        if !request.cdi.is_empty() {
+            let registry = Registry::load(&ctx.config.cdi.spec_dirs);
+            devices = resolve(&registry, &request)?;
+            inject(&mut edited, &registry, &devices)?;
+            refuse_held(&registry, &devices, ctx)?;
+        }
+        // After the devices' own env edits: the precedence rule's values describe the
+        // allocation (the GPU edit later rewrites its vendor's variable for what it picks).
+        let rewrites = request.env_rewrites(&devices);
+        if !rewrites.is_empty() {
+            if let Some(process) = edited.process_mut().as_mut() {
+                let mut env = process.env().clone().unwrap_or_default();
+                for (var, value) in &rewrites {
+                    set_env(&mut env, &format!("{var}={value}"));
+                }
+                process.set_env(Some(env));
+            }
+        }
         *spec = edited;
         Ok(Claims::default())
     }
@@ -351,19 +369,17 @@ pub fn apply_edits(spec: &mut Spec, batches: &[(&str, &ContainerEdits)]) -> Resu
     Ok(())
 }
 
-/// Sets `KEY=VALUE`, replacing an existing `KEY` in place.
+/// Sets `KEY=VALUE` as the reference library does: every existing `KEY` entry goes and the new
+/// one is appended, so the value set here is the one the process sees whatever duplicates the
+/// client sent.
 ///
-/// Regression (the Rust `container-device-interface` crate appends instead, so an image's value
-/// listed first would win): the reference library replaces by key.
-fn set_env(env: &mut Vec<String>, entry: &str) {
+/// Regressions: the Rust `container-device-interface` crate appends without removing (an
+/// image's value listed first would win), and replacing only the first entry left a client's
+/// later duplicate in place, which won.
+pub(crate) fn set_env(env: &mut Vec<String>, entry: &str) {
     let key = entry.split_once('=').map_or(entry, |(k, _)| k);
-    match env
-        .iter_mut()
-        .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-    {
-        Some(existing) => entry.clone_into(existing),
-        None => env.push(entry.to_owned()),
-    }
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+    env.push(entry.to_owned());
 }
 
 fn device_type(typ: &str) -> LinuxDeviceType {
@@ -635,7 +651,7 @@ fn oci_intel_rdt(rdt: &IntelRdt) -> LinuxIntelRdt {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::config::Config;
@@ -1168,25 +1184,124 @@ devices:
         std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA).unwrap();
         std::fs::write(dir.path().join("broken.json"), "{").unwrap();
         let config = config_for(&[dir.path(), Path::new("/nonexistent/cdi")]);
+        // With an annotation, the env is no request: its missing GPU 7 is not named.
         let mut input = with(
             base(),
             "/process/env",
             json!(["NVIDIA_VISIBLE_DEVICES=0,7"]),
         );
-        input["annotations"] = json!({"cdi.k8s.io/x": "vendor.com/fpga=a,nvidia.com/gpu=1"});
+        input["annotations"] =
+            json!({"cdi.k8s.io/x": "vendor.com/fpga=a,nvidia.com/gpu=1,vendor.com/fpga=b"});
         let mut spec = oci(input.clone());
         let err = run(&mut spec, &config).unwrap_err().to_string();
         assert_eq!(spec, oci(input));
         for want in [
-            "vendor.com/fpga=a (annotation cdi.k8s.io/x)",
-            "nvidia.com/gpu=7 (NVIDIA_VISIBLE_DEVICES)",
+            "vendor.com/fpga=a (annotation cdi.k8s.io/x), vendor.com/fpga=b (annotation cdi.k8s.io/x)",
             &dir.path().display().to_string(),
             "/nonexistent/cdi",
             "broken.json",
         ] {
             assert!(err.contains(want), "{want:?} not in {err}");
         }
+        assert!(
+            !err.contains("nvidia.com/gpu=7") && !err.contains("nvidia.com/gpu=1 "),
+            "{err}"
+        );
+        // Alone, the env is the request, and each missing entry is named with its variable.
+        let input = with(
+            base(),
+            "/process/env",
+            json!(["NVIDIA_VISIBLE_DEVICES=0,7,8"]),
+        );
+        let mut spec = oci(input.clone());
+        let err = run(&mut spec, &config).unwrap_err().to_string();
+        assert_eq!(spec, oci(input));
+        assert!(
+            err.contains("nvidia.com/gpu=7 (NVIDIA_VISIBLE_DEVICES), nvidia.com/gpu=8 (NVIDIA_VISIBLE_DEVICES)"),
+            "{err}"
+        );
         assert!(!err.contains("nvidia.com/gpu=0 "), "{err}");
+    }
+
+    #[test]
+    fn a_spec_env_edit_wins_over_every_duplicate_the_client_sent() {
+        // Regression: the first client entry was replaced and the client's second one, later
+        // in the list, was what the process saw.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("v.yaml"),
+            "cdiVersion: 0.6.0\nkind: vendor.com/dev\n\
+             devices: [{name: a, containerEdits: {env: [A=from-cdi]}}]\n",
+        )
+        .unwrap();
+        let config = config_for(&[dir.path()]);
+        let mut input = with(
+            base(),
+            "/process/env",
+            json!(["A=client-1", "PATH=/bin", "A=client-2"]),
+        );
+        input["annotations"] = json!({"cdi.k8s.io/d": "vendor.com/dev=a"});
+        let mut spec = oci(input.clone());
+        run(&mut spec, &config).unwrap();
+        let mut want = input;
+        want["process"]["env"] = json!(["PATH=/bin", "A=from-cdi"]);
+        assert_eq!(spec, oci(want));
+    }
+
+    #[test]
+    fn the_precedence_rule_rewrites_or_voids_the_vendor_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA).unwrap();
+        let mut config = config_for(&[dir.path()]);
+        // (annotations, client env, want env, want device paths)
+        type Case<'a> = (Value, Value, Value, &'a [&'a str]);
+        let cases: [Case; 4] = [
+            (
+                json!({"cdi.k8s.io/gpu": "nvidia.com/gpu=1"}),
+                json!(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=0"]),
+                json!([
+                    "NVIDIA_DRIVER_CAPABILITIES=utility,compute",
+                    "NVIDIA_VISIBLE_DEVICES=1"
+                ]),
+                &["/dev/nvidia1"],
+            ),
+            (
+                json!({"cdi.k8s.io/gpu": "nvidia.com/gpu=1"}),
+                json!(["AMD_VISIBLE_DEVICES=all"]),
+                json!([
+                    "NVIDIA_DRIVER_CAPABILITIES=utility,compute",
+                    "AMD_VISIBLE_DEVICES=void"
+                ]),
+                &["/dev/nvidia1"],
+            ),
+            (
+                json!({"io.cdirun.gpu.count": "1"}),
+                json!(["NVIDIA_VISIBLE_DEVICES=all"]),
+                // The GPU edit rewrites it to what it picks.
+                json!(["NVIDIA_VISIBLE_DEVICES=void"]),
+                &[],
+            ),
+            (
+                json!({}),
+                json!(["NVIDIA_VISIBLE_DEVICES=0"]),
+                json!(["NVIDIA_VISIBLE_DEVICES=void"]),
+                &[],
+            ),
+        ];
+        config.cdi.env_when_unprivileged = crate::config::EnvWhenUnprivileged::Ignore;
+        for (annotations, env, want_env, want_paths) in cases {
+            let mut input = with(base(), "/process/env", env.clone());
+            input["annotations"] = annotations.clone();
+            let mut spec = oci(input);
+            run(&mut spec, &config).unwrap();
+            let got = serde_json::to_value(&spec).unwrap();
+            assert_eq!(got["process"]["env"], want_env, "{annotations} {env}");
+            let paths: Vec<&str> = got["linux"]["devices"]
+                .as_array()
+                .map(|d| d.iter().map(|d| d["path"].as_str().unwrap()).collect())
+                .unwrap_or_default();
+            assert_eq!(paths, want_paths, "{annotations} {env}");
+        }
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! the CDI module, records them in the node-wide ledger, sets the vendor env for the whole
 //! allocation, sets compute mode DEFAULT for time-slicing, and sets the distributed env.
 //!
-//! Runs after the CDI edit. GPUs named through CDI (annotations, `NVIDIA_VISIBLE_DEVICES`, ...)
-//! are already injected: with no `io.cdirun.gpu.count` they are the allocation; with a count,
-//! cdirun picks devices of the vendor's kind itself and naming devices of that kind as well is an
-//! error. The ledger is locked from the read to the write, so concurrent creates never share an
-//! exclusive GPU; nothing is written before every other step of this edit succeeded.
+//! Runs after the CDI edit. A GPU request is an explicit allocation, so under
+//! [`request::precedence`] the vendor visible-devices variables request nothing here. GPUs named
+//! by CDI annotations are already injected: with no `io.cdirun.gpu.count` they are the
+//! allocation; with a count, cdirun picks devices of the vendor's kind itself and annotating
+//! devices of that kind as well is an error. The ledger is locked from the read to the write, so
+//! concurrent creates never share an exclusive GPU; nothing is written before every other step
+//! of this edit succeeded.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -21,7 +23,8 @@ use crate::cdi::Registry;
 use crate::claims::gpu::{self as ledger, LedgerError};
 use crate::claims::{Claim, Claims, Holder};
 use crate::request::{
-    self, Count, Distributed, GPU_ALLOCATED, GpuRequest, RequestError, Sharing, Vendor,
+    self, AMD_VISIBLE_DEVICES, Count, Distributed, GPU_ALLOCATED, GpuRequest, RequestError,
+    Sharing, VENDOR_ENV, Vendor,
 };
 
 /// `<smi> -i N -c DEFAULT` may take this long before it counts as failed.
@@ -36,7 +39,7 @@ pub enum GpuError {
     #[error(transparent)]
     Cdi(#[from] CdiError),
     #[error(
-        "io.cdirun.gpu.count asks cdirun to pick {kind} devices, but the container also names {} through CDI (annotations or the vendor's visible-devices variable); use one or the other",
+        "io.cdirun.gpu.count asks cdirun to pick {kind} devices, but CDI annotations also name {}: drop the count to make the annotated devices the allocation, or drop them from the annotations",
         .named.join(", ")
     )]
     Conflict {
@@ -87,6 +90,17 @@ impl Edit for Gpu {
             let allocation = allocate(&mut edited, ctx, gpu)?;
             let names = allocation.names();
             env.extend(vendor_env(gpu.vendor, &names));
+            // The image's AMD_VISIBLE_DEVICES is no request here: it describes the allocation.
+            let amd_set = ctx.client_env.iter().any(|e| {
+                e.split_once('=')
+                    .is_some_and(|(k, _)| k == AMD_VISIBLE_DEVICES)
+            });
+            if gpu.vendor == Vendor::Amd && amd_set {
+                env.push((
+                    AMD_VISIBLE_DEVICES,
+                    request::visible_value(AMD_VISIBLE_DEVICES, &names),
+                ));
+            }
             if gpu.sharing == Sharing::TimeSlice && !ctx.dry_run {
                 for device in &names {
                     set_default_compute_mode(ctx, device)?;
@@ -447,6 +461,8 @@ pub fn distributed_env(dist: &Distributed, ifname: &str) -> Vec<(&'static str, S
 
 /// Sets each variable by key. A variable the client set itself keeps the client's value unless
 /// `[gpu] override-user-env` is on; one this edit set on an earlier pass is not the client's.
+/// The vendor visible-devices variables are always this edit's: under the precedence rule a
+/// GPU request overrides them, so they describe the allocation.
 fn set_env(
     spec: &mut Spec,
     ctx: &Context,
@@ -467,10 +483,11 @@ fn set_env(
             .iter()
             .rev()
             .find_map(|e| e.split_once('=').filter(|(k, _)| k == key).map(|(_, v)| v));
+        let visible = VENDOR_ENV.iter().any(|(var, _)| var == key);
         // The client's value is put back, not just left: a CDI spec's env edit (nvidia-ctk's
         // NVIDIA_VISIBLE_DEVICES=void) may have replaced it since.
         let value = match client_value {
-            Some(client) if !ctx.config.gpu.override_user_env && !ours_before => {
+            Some(client) if !visible && !ctx.config.gpu.override_user_env && !ours_before => {
                 if client != value {
                     tracing::info!(
                         "{key} is set in config.json; keeping {client:?}, not {value:?}"
@@ -480,14 +497,7 @@ fn set_env(
             }
             _ => value.as_str(),
         };
-        let entry = format!("{key}={value}");
-        match env
-            .iter_mut()
-            .find(|e| e.split_once('=').is_some_and(|(k, _)| k == *key))
-        {
-            Some(existing) => *existing = entry,
-            None => env.push(entry),
-        }
+        cdi::set_env(&mut env, &format!("{key}={value}"));
     }
     process.set_env(Some(env));
     Ok(())
@@ -832,25 +842,32 @@ mod tests {
     }
 
     #[test]
-    fn gpus_named_through_cdi_are_the_allocation_and_conflict_with_a_count() {
+    fn gpus_annotated_through_cdi_are_the_allocation_and_conflict_with_a_count() {
         let node = Node::new();
         let mut s = spec(
-            &[("io.cdirun.gpu.sharing", "exclusive")],
-            &["NVIDIA_VISIBLE_DEVICES=2"],
+            &[
+                ("io.cdirun.gpu.sharing", "exclusive"),
+                ("cdi.k8s.io/gpu", "nvidia.com/gpu=2"),
+            ],
+            &["NVIDIA_VISIBLE_DEVICES=all"],
         );
         assert_eq!(
             devices(&node.create("a", &mut s).unwrap()),
             ["nvidia.com/gpu=2"]
         );
-        // The client's NVIDIA_VISIBLE_DEVICES wins over the spec's `void` and is the same.
-        assert!(
-            env(&s).contains(&"NVIDIA_VISIBLE_DEVICES=2".to_owned()),
-            "{:?}",
-            env(&s)
-        );
+        // The image's `all` is no request and is rewritten, as is the spec's `void`.
+        let visible: Vec<String> = env(&s)
+            .into_iter()
+            .filter(|e| e.starts_with("NVIDIA_VISIBLE_DEVICES="))
+            .collect();
+        assert_eq!(visible, ["NVIDIA_VISIBLE_DEVICES=2"]);
+        assert_eq!(nodes(&s), ["/dev/gpu195-2"]);
         let mut s = spec(
-            &[("io.cdirun.gpu.sharing", "exclusive")],
-            &["NVIDIA_VISIBLE_DEVICES=2"],
+            &[
+                ("io.cdirun.gpu.sharing", "exclusive"),
+                ("cdi.k8s.io/gpu", "nvidia.com/gpu=2"),
+            ],
+            &[],
         );
         let err = node.create("b", &mut s).unwrap_err().to_string();
         // The CDI edit refuses a device held exclusively before the GPU edit looks.
@@ -867,9 +884,86 @@ mod tests {
         );
         let err = node.create("c", &mut s).unwrap_err().to_string();
         assert!(
-            err.contains("the container also names nvidia.com/gpu=0 through CDI"),
+            err.contains("CDI annotations also name nvidia.com/gpu=0: drop the count"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_gpu_request_overrides_the_images_visible_devices() {
+        // Regression: a count with the NVIDIA_VISIBLE_DEVICES=all every CUDA image carries was
+        // refused as naming every GPU, and a GPU request with the variable naming a GPU gave
+        // that GPU instead of one the ledger chose.
+        let node = Node::new();
+        let mut held = spec(&[("io.cdirun.gpu.count", "1")], &[]);
+        node.create("held", &mut held).unwrap();
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: [Case; 4] = [
+            (
+                &[("io.cdirun.gpu.count", "1")],
+                &["NVIDIA_VISIBLE_DEVICES=all"],
+                &["nvidia.com/gpu=1"],
+                &["NVIDIA_VISIBLE_DEVICES=1", "CUDA_VISIBLE_DEVICES=0"],
+            ),
+            (
+                // GPU 0 is held: the variable asks for it, the ledger gives another.
+                &[("io.cdirun.gpu.sharing", "exclusive")],
+                &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=0"],
+                &["nvidia.com/gpu=1"],
+                &["NVIDIA_VISIBLE_DEVICES=1", "CUDA_VISIBLE_DEVICES=0"],
+            ),
+            (
+                &[
+                    ("io.cdirun.gpu.count", "2"),
+                    ("io.cdirun.gpu.vendor", "amd"),
+                ],
+                &["AMD_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=all"],
+                &["amd.com/gpu=0", "amd.com/gpu=1"],
+                &[
+                    "NVIDIA_VISIBLE_DEVICES=void",
+                    "ROCR_VISIBLE_DEVICES=0,1",
+                    "HIP_VISIBLE_DEVICES=0,1",
+                    "AMD_VISIBLE_DEVICES=0,1",
+                ],
+            ),
+            (
+                // Another kind through CDI is no conflict; its vendor variable names it.
+                &[
+                    ("io.cdirun.gpu.count", "1"),
+                    ("cdi.k8s.io/amd", "amd.com/gpu=3"),
+                ],
+                &["AMD_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=all"],
+                &["nvidia.com/gpu=1"],
+                &[
+                    "AMD_VISIBLE_DEVICES=3",
+                    "NVIDIA_VISIBLE_DEVICES=1",
+                    "CUDA_VISIBLE_DEVICES=0",
+                ],
+            ),
+        ];
+        for (i, (annotations, client, want_devices, want_env)) in cases.iter().enumerate() {
+            let mut s = spec(annotations, client);
+            let id = format!("c{i}");
+            let claims = node
+                .create(&id, &mut s)
+                .unwrap_or_else(|e| panic!("{annotations:?}: {e}"));
+            assert_eq!(devices(&claims), *want_devices, "{annotations:?}");
+            let got: Vec<String> = env(&s)
+                .into_iter()
+                .filter(|e| !e.starts_with("NVIDIA_DRIVER_CAPABILITIES="))
+                .collect();
+            assert_eq!(got, *want_env, "{annotations:?}");
+            ledger::release(
+                &node.config.state_dir,
+                &Holder::current(Path::new("/run/cdirun-test"), &id),
+            )
+            .unwrap();
+        }
     }
 
     #[test]
@@ -1093,8 +1187,11 @@ mod tests {
         let mut one = spec(&[("io.cdirun.gpu.count", "1")], &[]);
         node.create("one", &mut one).unwrap();
         let mut all = spec(
-            &[("io.cdirun.gpu.sharing", "exclusive")],
-            &["NVIDIA_VISIBLE_DEVICES=all"],
+            &[
+                ("io.cdirun.gpu.sharing", "exclusive"),
+                ("cdi.k8s.io/x", "nvidia.com/gpu=all"),
+            ],
+            &[],
         );
         let err = node.create("all", &mut all).unwrap_err().to_string();
         assert!(
@@ -1103,16 +1200,19 @@ mod tests {
             ),
             "{err}"
         );
-        // NVIDIA_VISIBLE_DEVICES=all already gives every GPU: a count on top is a conflict.
+        // Annotating `all` gives every GPU: a count on top is a conflict.
         let node = Node::new();
         node.nvidia(&ctk_spec());
         let mut both = spec(
-            &[("io.cdirun.gpu.count", "1")],
-            &["NVIDIA_VISIBLE_DEVICES=all"],
+            &[
+                ("io.cdirun.gpu.count", "1"),
+                ("cdi.k8s.io/x", "nvidia.com/gpu=all"),
+            ],
+            &[],
         );
         let err = node.create("both", &mut both).unwrap_err().to_string();
         assert!(
-            err.contains("the container also names nvidia.com/gpu=all through CDI"),
+            err.contains("CDI annotations also name nvidia.com/gpu=all"),
             "{err}"
         );
     }
@@ -1137,8 +1237,11 @@ mod tests {
         let node = Node::new();
         node.nvidia(&ctk_spec());
         let mut uuid = spec(
-            &[("io.cdirun.gpu.sharing", "exclusive")],
-            &["NVIDIA_VISIBLE_DEVICES=GPU-0000-uuid0"],
+            &[
+                ("io.cdirun.gpu.sharing", "exclusive"),
+                ("cdi.k8s.io/x", "nvidia.com/gpu=GPU-0000-uuid0"),
+            ],
+            &[],
         );
         assert_eq!(
             devices(&node.create("u", &mut uuid).unwrap()),
