@@ -489,8 +489,9 @@ fn cgroups_path() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(cases(512))]
 
-    /// Placement never lets a container out of the acting owner's slice: the result is below
-    /// workload.slice, without `..`; a refusal names where the bad path came from.
+    /// Placement never lets a container out of the acting owner's slice (or the kubelet's pod
+    /// tree, respected by default): the result is below workload.slice or /kubepods, without
+    /// `..`; a refusal names where the bad path came from.
     #[test]
     fn cgroups_path_stays_in_the_owned_slice_or_is_refused_by_name(
         client in prop::option::of(cgroups_path()),
@@ -510,10 +511,22 @@ proptest! {
         match result {
             Ok(plan) => {
                 let path = plan.cgroups_path.to_str().unwrap().to_owned();
+                // The kubelet's pod tree ([slices] respect by default) is used as sent.
+                let kubelet = |path: &str| {
+                    config.slices.respect.iter().any(|prefix| {
+                        path == prefix || path.starts_with(&format!("{prefix}/"))
+                    })
+                };
                 if systemd {
-                    prop_assert!(path.starts_with("workload.slice:"), "{client:?} -> {path}");
+                    prop_assert!(
+                        path.starts_with("workload.slice:") || path.starts_with("kubepods"),
+                        "{client:?} -> {path}"
+                    );
                 } else {
-                    prop_assert!(path.starts_with("/workload.slice/"), "{client:?} -> {path}");
+                    prop_assert!(
+                        path.starts_with("/workload.slice/") || kubelet(&path),
+                        "{client:?} -> {path}"
+                    );
                     prop_assert!(!path.split('/').any(|c| c == ".."), "{client:?} -> {path}");
                 }
             }
