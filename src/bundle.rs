@@ -7,9 +7,14 @@
 //! and deleting one container would kill the others in the shared cgroup. So the client's exact
 //! bytes are kept in a sidecar file, and while config.json is still what cdirun wrote, create
 //! starts from them. A failed create puts the client's bytes back.
+//!
+//! Nothing cdirun writes here is more readable than what the client gave: config.json keeps its
+//! owner and mode on every rewrite (its `process.env` may hold secrets), and the sidecar that
+//! holds the client's bytes is written with the owner's read and write bits only.
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::Spec;
@@ -38,20 +43,74 @@ pub enum BundleError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error("bundle {bundle}: {CONFIG_FILE} is {kind}, not a regular file")]
+    NotRegular { bundle: PathBuf, kind: &'static str },
+}
+
+/// The owner and permission bits of a file, given again to every file written in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Owner {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode() & 0o7777,
+        }
+    }
+
+    /// For the sidecar: the owner's, with at most read and write for the owner.
+    fn private(self) -> Self {
+        Self {
+            mode: self.mode & 0o600,
+            ..self
+        }
+    }
+}
+
+/// Reads `<bundle>/config.json` (a regular file only, see [`crate::files`]) and its owner.
+fn read_config(bundle: &Path) -> Result<(Vec<u8>, Owner), BundleError> {
+    match crate::files::read_regular(&bundle.join(CONFIG_FILE)) {
+        Ok((bytes, meta)) => Ok((bytes, Owner::of(&meta))),
+        Err(crate::files::ReadError::Io(cause)) => Err(BundleError::Read {
+            bundle: bundle.to_owned(),
+            cause,
+        }),
+        Err(crate::files::ReadError::NotRegular(kind)) => Err(BundleError::NotRegular {
+            bundle: bundle.to_owned(),
+            kind,
+        }),
+    }
 }
 
 /// Parses `<bundle>/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec, BundleError> {
-    let path = bundle.join(CONFIG_FILE);
-    let bytes = fs::read(&path).map_err(|cause| BundleError::Read {
-        bundle: bundle.to_owned(),
-        cause,
-    })?;
-    parse(&bytes, &path)
+    let (bytes, _) = read_config(bundle)?;
+    parse(&bytes, &bundle.join(CONFIG_FILE))
 }
 
 /// Parses config bytes; `path` is only used to name the file in errors.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Spec, BundleError> {
+    // serde takes a struct from a JSON array too: `[]` would be an empty spec.
+    if let Some(at) = bytes.iter().position(|b| !b.is_ascii_whitespace()) {
+        if bytes[at] != b'{' {
+            let line_start = bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            return Err(BundleError::Parse {
+                path: path.to_owned(),
+                line: bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1,
+                column: at - line_start + 1,
+                message: "the config must be a JSON object".into(),
+            });
+        }
+    }
     serde_json::from_slice(bytes).map_err(|err| BundleError::Parse {
         path: path.to_owned(),
         line: err.line(),
@@ -84,6 +143,8 @@ pub struct Config {
     pub source: Spec,
     source_text: String,
     current: Spec,
+    /// config.json's owner and mode as the client left them.
+    owner: Owner,
 }
 
 impl Config {
@@ -91,10 +152,7 @@ impl Config {
     /// config that create started from.
     pub fn load(bundle: &Path) -> Result<Self, BundleError> {
         let path = bundle.join(CONFIG_FILE);
-        let bytes = fs::read(&path).map_err(|cause| BundleError::Read {
-            bundle: bundle.to_owned(),
-            cause,
-        })?;
+        let (bytes, owner) = read_config(bundle)?;
         let current = parse(&bytes, &path)?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let sidecar = fs::read(bundle.join(SOURCE_FILE))
@@ -108,12 +166,14 @@ impl Config {
                     source,
                     source_text: side.source,
                     current,
+                    owner,
                 })
             }
             None => Ok(Self {
                 source: current.clone(),
                 source_text: text,
                 current,
+                owner,
             }),
         }
     }
@@ -133,14 +193,18 @@ impl Config {
             path: bundle.join(SOURCE_FILE),
             cause: err.into(),
         })?;
-        write_atomically(&bundle.join(SOURCE_FILE), &text)?;
-        save(bundle, edited)
+        write_atomically(&bundle.join(SOURCE_FILE), &text, Some(self.owner.private()))?;
+        save_as(bundle, edited, Some(self.owner))
     }
 
     /// Puts the client's config.json back byte for byte and drops the sidecar: what a failed
     /// create leaves is the bundle as the client made it.
     pub fn restore(&self, bundle: &Path) -> Result<(), BundleError> {
-        write_atomically(&bundle.join(CONFIG_FILE), self.source_text.as_bytes())?;
+        write_atomically(
+            &bundle.join(CONFIG_FILE),
+            self.source_text.as_bytes(),
+            Some(self.owner),
+        )?;
         match fs::remove_file(bundle.join(SOURCE_FILE)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(BundleError::Write {
                 path: bundle.join(SOURCE_FILE),
@@ -154,26 +218,43 @@ impl Config {
 /// Replaces `<bundle>/config.json` atomically: a temp file in the bundle dir, then rename, so a
 /// crash leaves either the old or the new config, never half of one.
 pub fn save(bundle: &Path, spec: &Spec) -> Result<(), BundleError> {
+    save_as(bundle, spec, None)
+}
+
+/// [`save`], giving the new file `owner` (else the default owner and mode of a new file).
+fn save_as(bundle: &Path, spec: &Spec, owner: Option<Owner>) -> Result<(), BundleError> {
     let path = bundle.join(CONFIG_FILE);
     let mut text = serde_json::to_vec(spec).map_err(|err| BundleError::Write {
         path: path.clone(),
         cause: err.into(),
     })?;
     text.push(b'\n');
-    write_atomically(&path, &text)
+    write_atomically(&path, &text, owner)
 }
 
 /// Writes a temp file beside `path` and renames it over `path`: readers see the old or the new
-/// file, never part of one. No fsync: a config that must survive power loss belongs to a
-/// container that does not.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+/// file, never part of one. With `owner`, the temp file is created with no more than its mode
+/// and given its owner and exact mode before any byte is written. No fsync: a config that must
+/// survive power loss belongs to a container that does not.
+fn write_atomically(path: &Path, bytes: &[u8], owner: Option<Owner>) -> Result<(), BundleError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.cdirun-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        if let Some(owner) = owner {
+            options.mode(owner.mode & 0o777);
+        }
+        let _ = fs::remove_file(&tmp);
+        let mut file = options.open(&tmp)?;
+        if let Some(owner) = owner {
+            std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid))?;
+            // After the chown, which clears set-id bits; the umask may have narrowed the mode.
+            file.set_permissions(fs::Permissions::from_mode(owner.mode))?;
+        }
         file.write_all(bytes)?;
         fs::rename(&tmp, path)
     };
@@ -203,6 +284,15 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains(" at line "), "{msg}");
+    }
+
+    #[test]
+    fn regression_a_json_array_is_not_an_empty_spec() {
+        let err = parse(b"  []", Path::new("/b/config.json")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/b/config.json:1:3: invalid OCI config: the config must be a JSON object"
+        );
     }
 
     #[test]
@@ -256,6 +346,57 @@ mod tests {
         config.restore(dir.path()).unwrap();
         assert_eq!(fs::read(dir.path().join(CONFIG_FILE)).unwrap(), client);
         assert!(!dir.path().join(SOURCE_FILE).exists());
+    }
+
+    /// A client's 0600 config.json owned by another user (its env may hold tokens): every
+    /// file cdirun writes keeps that owner and is no more readable, and a failed create puts
+    /// back the bytes and the mode.
+    #[test]
+    fn regression_rewrites_keep_the_owner_and_mode_and_the_sidecar_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join(CONFIG_FILE);
+        let client = b"{\"ociVersion\": \"1.0.2\"}".to_vec();
+        fs::write(&config, &client).unwrap();
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(&config, Some(4242), Some(4343)).unwrap();
+        let want = Owner {
+            uid: 4242,
+            gid: 4343,
+            mode: 0o640,
+        };
+        let owner_of = |path: &Path| Owner::of(&fs::metadata(path).unwrap());
+
+        let loaded = Config::load(dir.path()).unwrap();
+        loaded
+            .save(dir.path(), &spec_with_hostname("edited"))
+            .unwrap();
+        assert_eq!(owner_of(&config), want);
+        assert_eq!(
+            owner_of(&dir.path().join(SOURCE_FILE)),
+            Owner {
+                mode: 0o600,
+                ..want
+            }
+        );
+        loaded.restore(dir.path()).unwrap();
+        assert_eq!(owner_of(&config), want);
+        assert_eq!(fs::read(&config).unwrap(), client);
+    }
+
+    #[test]
+    fn a_fifo_or_a_directory_as_config_json_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join(CONFIG_FILE);
+        nix::unistd::mkfifo(&config, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("config.json is a FIFO, not a regular file"),
+            "{err}"
+        );
+        fs::remove_file(&config).unwrap();
+        fs::create_dir(&config).unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json is a directory"), "{err}");
     }
 
     #[test]

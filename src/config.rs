@@ -229,19 +229,28 @@ impl Config {
 
     /// Loads the file at `path`; a missing file means embedded defaults.
     pub fn load_from(path: &Path) -> Result<Loaded, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Loaded {
-                path: Some(path.to_owned()),
-                config: Self::parse(&text, path)?,
-            }),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Loaded {
+        let read_error = |cause| ConfigError::Read {
+            path: path.to_owned(),
+            cause,
+        };
+        match crate::files::read_regular(path) {
+            Ok((bytes, _)) => {
+                let text = String::from_utf8(bytes).map_err(|err| {
+                    read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+                })?;
+                Ok(Loaded {
+                    path: Some(path.to_owned()),
+                    config: Self::parse(&text, path)?,
+                })
+            }
+            Err(err) if err.is_not_found() => Ok(Loaded {
                 path: None,
                 config: Self::default(),
             }),
-            Err(cause) => Err(ConfigError::Read {
-                path: path.to_owned(),
-                cause,
-            }),
+            Err(crate::files::ReadError::Io(cause)) => Err(read_error(cause)),
+            Err(err @ crate::files::ReadError::NotRegular(_)) => Err(read_error(
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()),
+            )),
         }
     }
 
@@ -264,6 +273,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regression_a_fifo_as_the_config_file_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = Config::load(Some(fifo.as_os_str())).unwrap_err().to_string();
+        assert!(err.contains("config.toml: it is a FIFO, not a regular file"), "{err}");
+    }
 
     #[test]
     fn empty_file_gives_embedded_defaults() {

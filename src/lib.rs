@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod edit;
+pub mod files;
 pub mod finish;
 pub mod hook_failure;
 pub mod hook_stage;
