@@ -253,7 +253,7 @@ pub const PAUSE_STAGES: [&str; 5] = ["edited", "saved", "built", "placed", "reco
 /// `cdirun: paused at <stage>` on stderr and sleeps (a minute at most, then goes on).
 fn pause_at(stage: &str) {
     if std::env::var_os("CDIRUN_TEST_PAUSE_AT").is_some_and(|at| at == stage) {
-        eprintln!("cdirun: paused at {stage}");
+        super::print_err(&format!("cdirun: paused at {stage}"));
         std::thread::sleep(std::time::Duration::from_secs(60));
     }
 }
