@@ -11,6 +11,7 @@ pub mod config;
 pub mod edit;
 pub mod finish;
 pub mod hook_failure;
+pub mod hook_output;
 pub mod hook_stage;
 pub mod hooksd;
 pub mod late_hooks;

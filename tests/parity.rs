@@ -61,3 +61,122 @@ fn state_and_list_die_quietly_on_a_closed_stdout_and_fail_cleanly_on_a_full_one(
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// A shell hook: `script` run by /bin/sh (the host's for the runtime-namespace stages, the
+/// busybox rootfs's for startContainer).
+fn sh_hook(script: &str) -> serde_json::Value {
+    serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+}
+
+/// Regression: createContainer and startContainer hooks wrote to the container's stderr (what
+/// a shim hands on as the container's log), and createRuntime hooks to cdirun's. Hook output
+/// goes to --log; the container's streams carry only what the container writes.
+#[test]
+fn hook_output_goes_to_the_log_and_never_to_the_container_streams() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "echo out; echo err >&2"]);
+    bundle.edit(|spec| {
+        spec["hooks"] = serde_json::json!({
+            "createRuntime": [sh_hook("echo runtime-hook-says >&2; echo runtime-hook-stdout")],
+            "createContainer": [sh_hook("echo container-hook-says >&2")],
+            "startContainer": [sh_hook("echo start-hook-says >&2")],
+        });
+    });
+    let log = bundle.path().join("cdirun.log");
+    let id = unique_id("hookout");
+    let out = rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "run",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for line in logged.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|err| panic!("log line is not JSON ({err}): {line}"));
+    }
+    for said in ["runtime-hook-says", "container-hook-says"] {
+        assert!(logged.contains(said), "{said} not in the log:\n{logged}");
+    }
+    rt.assert_gone(&id);
+}
+
+/// A failed hook's error line ends with what it wrote to stderr, as runc's does, and nothing
+/// else reaches stderr.
+#[test]
+fn a_failed_hooks_error_line_carries_its_stderr() {
+    let rt = Runtime::new();
+    for stage in ["createRuntime", "createContainer"] {
+        let bundle = Bundle::new(&["true"]);
+        bundle.edit(|spec| {
+            spec["hooks"] =
+                serde_json::json!({ stage: [sh_hook("echo first >&2; echo broken-thing >&2; exit 3")] });
+        });
+        let id = unique_id("hookfail");
+        let (ok, err) = rt.create(&bundle, &id, &[]);
+        assert!(!ok, "{stage}: create succeeded");
+        assert_eq!(err.lines().count(), 1, "{stage}: {err}");
+        assert!(
+            err.contains(&format!("error running {stage} hook #0 (/bin/sh)"))
+                && err.trim_end().ends_with(", stderr: first\\nbroken-thing"),
+            "{stage}: {err}"
+        );
+        rt.assert_gone(&id);
+    }
+}
+
+/// Regression: a failing startContainer hook made `run` exit 255 without a word and `start`
+/// succeed. Both fail with status 1 and one line naming the hook; the container is stopped.
+#[test]
+fn a_failed_start_container_hook_fails_run_and_start_with_one_line() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| {
+        spec["hooks"] = serde_json::json!({"startContainer": [{"path": "/nonexistent-hook"}]});
+    });
+    let want = "error running startContainer hook #0 (/nonexistent-hook): no such file or directory in the container";
+    let bundle_arg = bundle.path().to_str().unwrap();
+
+    let id = unique_id("starthook");
+    let out = rt.run(&["run", "--bundle", bundle_arg, &id]);
+    assert_eq!(out.status.code(), Some(1), "run: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!("cannot start container {id:?}: {want}\n")
+    );
+    rt.assert_gone(&id);
+
+    let id = unique_id("starthook");
+    rt.created(&bundle, &id);
+    let out = rt.run(&["start", &id]);
+    assert_eq!(out.status.code(), Some(1), "start: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!("cannot start container {id:?}: {want}\n")
+    );
+    assert_eq!(rt.status(&id), "stopped");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
+/// A startContainer hook that succeeds leaves `start` as it was: the process runs.
+#[test]
+fn a_passing_start_container_hook_lets_start_succeed() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| {
+        spec["hooks"] = serde_json::json!({"startContainer": [sh_hook("true")]});
+    });
+    let id = unique_id("starthookok");
+    rt.started(&bundle, &id);
+    assert_eq!(rt.status(&id), "running");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}

@@ -153,7 +153,8 @@ impl Init<'_> {
         std::fs::create_dir_all(&globals.root)
             .with_context(|| format!("cannot create root directory {}", globals.root.display()))?;
         let pid_file = self.pid_file.map(super::absolute).transpose()?;
-        let container = ContainerBuilder::new(self.id.to_owned(), SyscallType::default())
+        let output = capture_hook_output(spec, &globals.root)?;
+        let built = ContainerBuilder::new(self.id.to_owned(), SyscallType::default())
             .with_executor(super::executor::RuncExecutor)
             .with_root_path(&globals.root)?
             .with_pid_file(pid_file)?
@@ -164,20 +165,46 @@ impl Init<'_> {
             .with_systemd(cgroup_driver.is_systemd())
             .with_detach(self.detach)
             .with_no_pivot(self.no_pivot)
-            .build()
-            .map_err(|err| build_error(err, spec))?;
-        Ok(container)
+            .build();
+        let container_dir = globals.container_dir(self.id);
+        let stderr = output
+            .map(|o| o.end(built.is_ok().then_some(container_dir.as_path())))
+            .unwrap_or_default();
+        built.map_err(|err| build_error(err, spec, &stderr))
     }
+}
+
+/// Sends the output of the hooks libcontainer runs during the build to the log (see
+/// crate::hook_output), when the config has any.
+fn capture_hook_output(
+    spec: &libcontainer::oci_spec::runtime::Spec,
+    root: &Path,
+) -> Result<Option<crate::hook_output::Capture>> {
+    let Some(hooks) = spec.hooks() else {
+        return Ok(None);
+    };
+    let some = |list: &Option<Vec<_>>| list.as_ref().is_some_and(|l| !l.is_empty());
+    #[allow(deprecated)] // prestart is deprecated in the runtime spec but still run
+    let any = some(hooks.prestart())
+        || some(hooks.create_runtime())
+        || some(hooks.create_container())
+        || some(hooks.start_container());
+    if !any {
+        return Ok(None);
+    }
+    let mark = some(hooks.start_container()).then_some(root);
+    Ok(Some(crate::hook_output::Capture::begin(mark)?))
 }
 
 /// libcontainer's error, or for a failed hook an error that names it (libcontainer's does not).
 fn build_error(
     err: libcontainer::error::LibcontainerError,
     spec: &libcontainer::oci_spec::runtime::Spec,
+    stderr: &str,
 ) -> anyhow::Error {
     let hooks = spec.hooks().as_ref();
     match hooks.and_then(|hooks| crate::hook_failure::explain(&err, hooks)) {
-        Some(failed) => failed.into(),
+        Some(failed) => failed.with_stderr(stderr).into(),
         None => err.into(),
     }
 }
