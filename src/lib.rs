@@ -18,3 +18,4 @@ pub mod late_hooks;
 pub mod log;
 pub mod request;
 pub mod seal;
+pub mod seccomp;
