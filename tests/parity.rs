@@ -180,3 +180,158 @@ fn a_passing_start_container_hook_lets_start_succeed() {
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// Regression: a seccomp profile with SCMP_ACT_NOTIFY and a listener hung the create. It is
+/// refused at once, naming the action, and nothing is left behind.
+#[test]
+fn a_seccomp_notify_profile_is_refused_at_once() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    let listener = bundle.path().join("listener.sock");
+    let _socket = std::os::unix::net::UnixListener::bind(&listener).unwrap();
+    bundle.edit(|spec| {
+        spec["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": listener,
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+    });
+    let id = unique_id("notify");
+    let started = std::time::Instant::now();
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok, "create with a notify profile succeeded");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        err.contains("SCMP_ACT_NOTIFY") && err.contains(listener.to_str().unwrap()),
+        "{err}"
+    );
+    rt.assert_gone(&id);
+}
+
+/// runc 1.1.5's answers to the lifecycle verbs, one row each.
+#[test]
+fn kill_of_a_stopped_container_is_container_not_running_and_kill_all_succeeds() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    let id = unique_id("killstopped");
+    rt.started(&bundle, &id);
+    rt.wait_status(&id, "stopped");
+    for signal in ["KILL", "0"] {
+        let err = rt.fails(&["kill", &id, signal]);
+        assert!(err.contains("container not running"), "{signal}: {err}");
+    }
+    rt.ok(&["kill", "--all", &id, "KILL"]);
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
+#[test]
+fn kill_of_a_container_that_never_existed_fails_naming_it() {
+    let rt = Runtime::new();
+    let out = rt.run(&["kill", "never-was", "KILL"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "container \"never-was\" does not exist\n"
+    );
+}
+
+#[test]
+fn plain_delete_of_a_running_container_fails_and_leaves_it_running() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("delrunning");
+    rt.started(&bundle, &id);
+    let out = rt.run(&["delete", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not stopped"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(rt.status(&id), "running");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// cdirun's documented choice (docs/hooks.md): a failing poststart hook is a warning in --log;
+/// `start` succeeds and the container keeps running, so containerd sees a running task.
+#[test]
+fn a_failing_poststart_hook_is_a_warning_and_the_container_runs() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    bundle.edit(|spec| spec["hooks"] = serde_json::json!({"poststart": [sh_hook("exit 1")]}));
+    let log = bundle.path().join("cdirun.log");
+    let id = unique_id("poststart");
+    rt.created(&bundle, &id);
+    let out = rt.run(&["--log", log.to_str().unwrap(), "start", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(rt.status(&id), "running");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("poststart hook #0 (/bin/sh) failed"),
+        "{logged}"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// As runc: a failing poststop hook leaves `delete` succeeding and the container gone.
+#[test]
+fn a_failing_poststop_hook_leaves_delete_succeeding() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|spec| spec["hooks"] = serde_json::json!({"poststop": [sh_hook("exit 1")]}));
+    let id = unique_id("poststop");
+    rt.started(&bundle, &id);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
+/// As runc: a relative --pid-file names a file under the caller's working directory.
+#[test]
+fn a_relative_pid_file_is_resolved_against_the_callers_cwd() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let cwd = tempfile::tempdir().unwrap();
+    let id = unique_id("pidfile");
+    let mut cmd = rt.command(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--pid-file",
+        "init.pid",
+        &id,
+    ]);
+    cmd.current_dir(cwd.path());
+    cmd.stdout(File::create(bundle.path().join("stdout")).unwrap());
+    cmd.stderr(File::create(bundle.path().join("stderr")).unwrap());
+    let status = cmd.status().unwrap();
+    assert!(status.success());
+    let pid: i64 = std::fs::read_to_string(cwd.path().join("init.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rt.state(&id)["pid"].as_i64(), Some(pid));
+    assert!(!bundle.path().join("init.pid").exists());
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
+/// As runc: right after `start` returns, `state` says running with the init's pid.
+#[test]
+fn state_right_after_start_is_running_with_the_init_pid() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("juststarted");
+    rt.created(&bundle, &id);
+    let created_pid = rt.state(&id)["pid"].as_i64().unwrap();
+    rt.ok(&["start", &id]);
+    let state = rt.state(&id);
+    assert_eq!(state["status"], "running");
+    assert_eq!(state["pid"].as_i64(), Some(created_pid));
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
