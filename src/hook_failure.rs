@@ -8,10 +8,9 @@
 //! knows the hooks it handed over, so it names the failed one: exactly when only one hook can
 //! have failed that way, else the hooks it may have been.
 //!
-//! What cannot be added here: the tail of the hook's stderr (libcontainer spawns every hook with
-//! its stderr inherited, so it goes straight to cdirun's stderr, or the container's for
-//! createContainer, just before this error line), and which of several hooks of the stages
-//! failed (libcontainer does not say how far it got).
+//! The line ends with the last lines the hooks wrote to stderr, which crate::hook_output keeps
+//! off the container's streams. What cannot be added here: which of several hooks of the
+//! stages failed (libcontainer does not say how far it got).
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -25,10 +24,27 @@ use libcontainer::process::init::error::InitProcessError;
 
 /// A hook that failed, or the hooks one of which did.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("error running {hooks}: {how}")]
+#[error("error running {hooks}: {how}{}", stderr_part(.stderr))]
 pub struct HookFailed {
     pub hooks: Suspects,
     pub how: String,
+    /// The last lines the hooks wrote to stderr (crate::hook_output), as runc adds them.
+    pub stderr: String,
+}
+
+impl HookFailed {
+    /// The same failure with the tail of the hooks' stderr.
+    pub fn with_stderr(mut self, stderr: &str) -> Self {
+        self.stderr = stderr.trim_end().to_owned();
+        self
+    }
+}
+
+fn stderr_part(stderr: &str) -> String {
+    match stderr {
+        "" => String::new(),
+        text => format!(", stderr: {}", text.replace('\n', "\\n")),
+    }
 }
 
 /// One hook of a config, as an error names it.
@@ -75,6 +91,7 @@ fn named(hooks: &Hooks, stages: &[&'static str]) -> Vec<Named> {
         match stage {
             "prestart" => hooks.prestart(),
             "createRuntime" => hooks.create_runtime(),
+            "startContainer" => hooks.start_container(),
             _ => hooks.create_container(),
         }
     };
@@ -200,7 +217,34 @@ fn failed(how: String, suspects: Vec<Named>) -> Option<HookFailed> {
     (!suspects.is_empty()).then_some(HookFailed {
         hooks: Suspects(suspects),
         how,
+        stderr: String::new(),
     })
+}
+
+/// The error for a container whose init died after `start` and before the exec of the user
+/// process: one of its startContainer `hooks` failed (libcontainer's init reports it to nobody,
+/// as `start` has returned by then). Their paths resolve in the container, under `rootfs`: a
+/// hook that is not there (or cannot be executed) is named as the one.
+pub fn start_container_failed(hooks: &Hooks, rootfs: &Path) -> Option<HookFailed> {
+    let suspects = named(hooks, &["startContainer"]);
+    let inside = |n: &Named| rootfs.join(n.path.strip_prefix("/").unwrap_or(&n.path));
+    let missing: Vec<Named> = suspects
+        .iter()
+        .filter(|n| !runnable(&inside(n)))
+        .cloned()
+        .collect();
+    match missing.as_slice() {
+        [] => failed(
+            "the container's init died before it ran the process; the hook's exit status is lost"
+                .to_owned(),
+            suspects,
+        ),
+        [one] if !inside(one).exists() => failed(
+            "no such file or directory in the container".to_owned(),
+            missing,
+        ),
+        _ => failed("cannot execute it".to_owned(), missing),
+    }
 }
 
 #[cfg(test)]

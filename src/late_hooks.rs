@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use libcontainer::config::YoukiConfig;
 use libcontainer::container::{Container, State};
 use libcontainer::error::LibcontainerError;
-use libcontainer::oci_spec::runtime::{Hook, Hooks};
+use libcontainer::oci_spec::runtime::{Hook, Hooks, Spec};
 use nix::unistd::Pid;
+
+use crate::hook_failure::HookFailed;
 
 /// The hook stages whose failures are only warnings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,23 +44,74 @@ impl Stage {
     }
 }
 
-/// `container.start()`, with poststart hook failures logged instead of failing the start.
-pub fn start(container: &mut Container) -> Result<(), LibcontainerError> {
+/// Why `start` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Libcontainer(#[from] LibcontainerError),
+    #[error(transparent)]
+    StartContainerHook(#[from] HookFailed),
+}
+
+/// `container.start()`, with poststart hook failures logged instead of failing the start, and a
+/// failed startContainer hook failing it.
+///
+/// libcontainer's start returns once it has told the init to go; the init then runs the
+/// startContainer hooks, and when one fails it dies with nobody told (its report to the
+/// create's long-gone process fails with EBADF), so `start` and `run` succeeded or ended with
+/// the init's 255 and no word. With startContainer hooks, `start` waits until the init reaches
+/// the exec of the user process, and fails naming the hook when it dies before.
+pub fn start(container: &mut Container) -> Result<(), StartError> {
     let dir = container.root.clone();
     let hooks = take(&dir, Stage::Poststart);
-    // Only poststart hooks wait for the init's exec: without them /proc is not read.
-    let init = container.pid().filter(|_| !hooks.is_empty());
+    let start_hooks = start_container_hooks(&dir);
+    // Only these hooks wait for the init's exec: without them /proc is not read.
+    let init = container
+        .pid()
+        .filter(|_| !hooks.is_empty() || start_hooks.is_some());
     let before = init.and_then(executable);
     if let Err(err) = container.start() {
         restore(&dir, Stage::Poststart, hooks);
-        return Err(err);
+        return Err(err.into());
     }
-    if let Some(init) = init {
+    if let (Some(init), Some(start_hooks)) = (init, &start_hooks) {
+        if !crate::hook_output::reached_exec(&dir, init, before.as_deref()) {
+            let rootfs = rootfs(container.bundle());
+            if let Some(failed) = crate::hook_failure::start_container_failed(start_hooks, &rootfs)
+            {
+                return Err(failed.into());
+            }
+        }
+    }
+    if let Some(init) = init.filter(|_| !hooks.is_empty()) {
         wait_for_exec(init, before.as_deref());
     }
     // libcontainer runs poststart hooks in the container's state dir.
     run(&hooks, Stage::Poststart, &container.state, Some(&dir));
     Ok(())
+}
+
+/// The recorded config's hooks when it has startContainer hooks.
+fn start_container_hooks(container_dir: &Path) -> Option<Hooks> {
+    let config = YoukiConfig::load(container_dir).ok()?;
+    config.hooks.filter(|hooks| {
+        hooks
+            .start_container()
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+    })
+}
+
+/// The root filesystem of a bundle, as its config.json names it (the bundle itself if unread).
+fn rootfs(bundle: &Path) -> PathBuf {
+    let config = Spec::load(bundle.join(crate::bundle::CONFIG_FILE)).ok();
+    let root = config
+        .as_ref()
+        .and_then(|c| c.root().as_ref().map(|r| r.path().clone()));
+    match root {
+        Some(path) => bundle.join(path),
+        None => bundle.to_owned(),
+    }
 }
 
 /// How long poststart hooks wait for the init to exec the user process.

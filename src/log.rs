@@ -18,6 +18,14 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::cli::LogFormat;
 
+/// Whether records go to a `--log` file (set once, by `init`).
+static TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process logs to a `--log` file.
+pub fn has_file() -> bool {
+    TO_FILE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global subscriber. Without a log file and without `--debug` none is installed,
 /// so tracing calls cost a branch and nothing else.
 pub fn init(path: Option<&Path>, format: LogFormat, debug: bool) -> io::Result<()> {
@@ -29,7 +37,9 @@ pub fn init(path: Option<&Path>, format: LogFormat, debug: bool) -> io::Result<(
     match path {
         Some(path) => {
             let file = OpenOptions::new().create(true).append(true).open(path)?;
-            let _ = builder.with_writer(Mutex::new(file)).try_init();
+            if builder.with_writer(Mutex::new(file)).try_init().is_ok() {
+                TO_FILE.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         None if debug => {
             let _ = builder.with_writer(io::stderr).try_init();

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
     let failure = failure_status(opts.command.as_ref());
     match dispatch(opts) {
         Ok(code) => ExitCode::from(code as u8),
+        Err(err) if closed_stdout(&err) => die_of_sigpipe(),
         Err(err) => {
             fail(&err);
             ExitCode::from(failure)
@@ -67,8 +68,26 @@ fn failure_status(command: Option<&Command>) -> u8 {
 fn fail(err: &anyhow::Error) -> ExitCode {
     let message = one_line(err);
     tracing::error!("{message}");
-    eprintln!("{message}");
+    commands::print_err(&message);
     ExitCode::FAILURE
+}
+
+/// Whether the verb failed because the reader of its stdout went away.
+fn closed_stdout(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<commands::StdoutError>()
+        .is_some_and(commands::StdoutError::is_closed_pipe)
+}
+
+/// Ends the process as runc does when its stdout's reader is gone: killed by SIGPIPE (status
+/// 141 in a shell), silently. Rust ignores SIGPIPE, so the write failed instead; the default
+/// action is restored and the signal raised.
+fn die_of_sigpipe() -> ExitCode {
+    // SAFETY: signal(2) and raise(3) take plain integers; the handler is the default action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    ExitCode::from(128 + libc::SIGPIPE as u8)
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text the line already
@@ -92,11 +111,12 @@ fn one_line(err: &anyhow::Error) -> String {
 /// Runs one verb; `Ok` carries the exit status (a container's own for `run` and `exec`).
 fn dispatch(opts: Opts) -> Result<i32> {
     if opts.cdirun.version {
-        print!("{}", version());
+        commands::print(&version())?;
         return Ok(0);
     }
     let Some(command) = opts.command else {
-        Opts::command().print_help()?;
+        let help = Opts::command().render_help().to_string();
+        commands::print(&help)?;
         return Ok(0);
     };
     if let Some(id) = container_id(&command) {

@@ -12,6 +12,7 @@ mod rootfs;
 mod state;
 mod symlinks;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -117,7 +118,8 @@ fn run(cli: Cli) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
-        eprintln!("cdirun-hook: {err:#}");
+        // eprintln! panics on a closed or full stderr; the status still tells the runtime.
+        let _ = writeln!(std::io::stderr(), "cdirun-hook: {err:#}");
         std::process::exit(1);
     }
 }

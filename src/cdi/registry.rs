@@ -315,4 +315,22 @@ mod tests {
         );
         assert_eq!(r.find_in_kind("u.com/gpu", "GPU-x"), None);
     }
+
+    /// Regression: a spec file the reference library loads (a `v` before its version, a node
+    /// with `major: -1`) was refused, and every device in it was gone.
+    #[test]
+    fn a_file_the_reference_library_accepts_loads_with_all_its_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "nvidia.yaml",
+            "cdiVersion: v0.5.0\nkind: nvidia.com/gpu\ndevices:\n\
+             - name: \"0\"\n  containerEdits:\n    deviceNodes:\n\
+             \x20   - {path: /dev/nvidia0, type: c, major: -1, minor: 0}\n\
+             - name: \"1\"\n  containerEdits: {env: [A=1]}\n",
+        );
+        let r = Registry::load(&[dir.path().into()]);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(keys(&r), ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]);
+    }
 }

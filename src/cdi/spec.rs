@@ -254,7 +254,10 @@ pub fn validate(spec: &Spec) -> Vec<Problem> {
     v.problems
 }
 
+/// The place of `version` in VERSIONS. As in the reference library, one leading `v` is allowed
+/// (`v0.5.0` is `0.5.0`): NVIDIA's generator and others write it.
 fn version_index(version: &str) -> Option<usize> {
+    let version = version.strip_prefix('v').unwrap_or(version);
     VERSIONS.iter().position(|known| *known == version)
 }
 
@@ -467,15 +470,8 @@ impl Validator {
                 );
             }
         }
-        // Negative numbers are refused: -1 would be a wildcard in a device cgroup rule.
-        for (key, number) in [("major", node.major), ("minor", node.minor)] {
-            if number.is_some_and(|n| n < 0) {
-                self.problem(
-                    format!("{f}.{key}"),
-                    format!("negative device number {}", number.unwrap_or_default()),
-                );
-            }
-        }
+        // Any major and minor is accepted, as by the reference library: a negative one is read
+        // as absent when the node is injected (edit/cdi.rs), never as a cgroup wildcard.
         if let Some(perms) = &node.permissions {
             let valid = perms.is_empty()
                 || perms == NO_PERMISSIONS
@@ -593,7 +589,7 @@ devices:
 
     #[test]
     fn validation_table() {
-        let cases: [(&str, &str, &[&str]); 14] = [
+        let cases: [(&str, &str, &[&str]); 18] = [
             (
                 "unsupported version",
                 "cdiVersion: 0.2.0\nkind: v.com/c\ndevices: [{name: a, containerEdits: {env: [A=1]}}]",
@@ -640,9 +636,30 @@ devices:
                 "cdiVersion: 0.3.0\nkind: v.com/c\ndevices: [{name: a, containerEdits: {deviceNodes: [{path: /dev/x, type: x, major: -1, permissions: rwx}]}}]",
                 &[
                     "devices[0].containerEdits.deviceNodes[0].type",
-                    "devices[0].containerEdits.deviceNodes[0].major",
                     "devices[0].containerEdits.deviceNodes[0].permissions",
                 ],
+            ),
+            // Regression: the reference library accepts a leading `v` and negative numbers, and
+            // a spec refused here hid every device of its file.
+            (
+                "leading v, negative major and minor",
+                "cdiVersion: v0.5.0\nkind: v.com/c\ndevices: [{name: a, containerEdits: {deviceNodes: [{path: /dev/x, type: c, major: -1, minor: -1, hostPath: /dev/y}]}}]",
+                &[],
+            ),
+            (
+                "leading v still gates fields",
+                "cdiVersion: v0.4.0\nkind: v.com/c\ndevices: [{name: a, containerEdits: {deviceNodes: [{path: /dev/x, hostPath: /dev/y}]}}]",
+                &["devices[0].containerEdits.deviceNodes[0].hostPath"],
+            ),
+            (
+                "only one lower-case leading v",
+                "cdiVersion: vv0.5.0\nkind: v.com/c\ndevices: [{name: a, containerEdits: {env: [A=1]}}]",
+                &["cdiVersion"],
+            ),
+            (
+                "upper-case V",
+                "cdiVersion: V0.5.0\nkind: v.com/c\ndevices: [{name: a, containerEdits: {env: [A=1]}}]",
+                &["cdiVersion"],
             ),
             (
                 "hostPath needs 0.5.0",

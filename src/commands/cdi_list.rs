@@ -1,6 +1,7 @@
 //! `cdi list`: the CDI devices in the configured spec dirs, by kind, with the file of each.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use anyhow::Result;
 
@@ -11,12 +12,13 @@ pub fn list() -> Result<()> {
     let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
     let registry = Registry::load(&loaded.config.cdi.spec_dirs);
     for problem in &registry.problems {
-        eprintln!("cdirun: warning: {problem}");
+        super::print_err(&format!("cdirun: warning: {problem}"));
     }
     let mut kinds: BTreeMap<&str, ()> = BTreeMap::new();
     for loaded in &registry.specs {
         kinds.insert(&loaded.spec.kind, ());
     }
+    let mut out = String::new();
     let mut any = false;
     for kind in kinds.keys() {
         let devices = registry.devices_of_kind(kind);
@@ -24,11 +26,11 @@ pub fn list() -> Result<()> {
             continue;
         }
         any = true;
-        println!("{kind}");
+        writeln!(out, "{kind}")?;
         let width = devices.iter().map(String::len).max().unwrap_or(0);
         for name in devices {
             if let Some((spec, _)) = registry.get(&name) {
-                println!("  {name:width$}  {}", spec.path.display());
+                writeln!(out, "  {name:width$}  {}", spec.path.display())?;
             }
         }
     }
@@ -38,7 +40,8 @@ pub fn list() -> Result<()> {
             .iter()
             .map(|d| d.display().to_string())
             .collect();
-        println!("no CDI devices in {}", dirs.join(", "));
+        writeln!(out, "no CDI devices in {}", dirs.join(", "))?;
     }
+    super::print(&out)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cdi validate [FILES]`: every problem in the given spec files (or all in the spec dirs, with
 //! the conflicts between them), one line each as `file: field: problem`; non-zero on problems.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
@@ -11,6 +12,7 @@ use crate::cli::ValidateArgs;
 use crate::config::{self, Config};
 
 pub fn validate(args: ValidateArgs) -> Result<i32> {
+    let mut out = String::new();
     let mut problems = 0;
     let from_dirs = args.files.is_empty();
     let files = if from_dirs {
@@ -20,7 +22,7 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
             match registry::spec_files(dir) {
                 Ok(found) => files.extend(found),
                 Err(err) => {
-                    println!("{}: cannot list spec dir: {err}", dir.display());
+                    writeln!(out, "{}: cannot list spec dir: {err}", dir.display())?;
                     problems += 1;
                 }
             }
@@ -29,7 +31,7 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
         let registry = Registry::load(&loaded.config.cdi.spec_dirs);
         for problem in &registry.problems {
             if let LoadProblem::Conflict { .. } = problem {
-                println!("{problem}");
+                writeln!(out, "{problem}")?;
                 problems += 1;
             }
         }
@@ -39,23 +41,26 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
     };
     let checked = files.len();
     for file in files {
-        problems += check(&file);
+        problems += check(&file, &mut out);
     }
-    eprintln!("{checked} spec file(s) checked, {problems} problem(s)");
+    super::print(&out)?;
+    super::print_err(&format!(
+        "{checked} spec file(s) checked, {problems} problem(s)"
+    ));
     Ok(if problems == 0 { 0 } else { 1 })
 }
 
-/// Prints the file's problems (or `ok`) and returns how many there are.
-fn check(file: &Path) -> usize {
+/// Adds the file's problems (or `ok`) to `out` and returns how many there are.
+fn check(file: &Path, out: &mut String) -> usize {
     match spec::load(file) {
         Ok(_) => {
-            println!("{}: ok", file.display());
+            let _ = writeln!(out, "{}: ok", file.display());
             0
         }
         Err(err) => {
             let problems = err.problems();
             for problem in &problems {
-                println!("{}: {problem}", file.display());
+                let _ = writeln!(out, "{}: {problem}", file.display());
             }
             problems.len()
         }

@@ -57,6 +57,7 @@ impl Init<'_> {
 
         let on_disk = bundle::Config::load(&bundle)?;
         check_rlimits(&on_disk.source)?;
+        crate::seccomp::check(&on_disk.source)?;
         // Refused before any edit takes a claim; the mount edit maps the value.
         edit::mounts::root_propagation(&on_disk.source)?;
         let hierarchies = cgroup::Hierarchies::discover()
@@ -156,7 +157,8 @@ impl Init<'_> {
         std::fs::create_dir_all(&globals.root)
             .with_context(|| format!("cannot create root directory {}", globals.root.display()))?;
         let pid_file = self.pid_file.map(super::absolute).transpose()?;
-        let container = ContainerBuilder::new(self.id.to_owned(), SyscallType::default())
+        let output = capture_hook_output(spec, &globals.root)?;
+        let built = ContainerBuilder::new(self.id.to_owned(), SyscallType::default())
             .with_executor(super::executor::RuncExecutor)
             .with_root_path(&globals.root)?
             .with_pid_file(pid_file)?
@@ -167,20 +169,46 @@ impl Init<'_> {
             .with_systemd(cgroup_driver.is_systemd())
             .with_detach(self.detach)
             .with_no_pivot(self.no_pivot)
-            .build()
-            .map_err(|err| build_error(err, spec))?;
-        Ok(container)
+            .build();
+        let container_dir = globals.container_dir(self.id);
+        let stderr = output
+            .map(|o| o.end(built.is_ok().then_some(container_dir.as_path())))
+            .unwrap_or_default();
+        built.map_err(|err| build_error(err, spec, &stderr))
     }
+}
+
+/// Sends the output of the hooks libcontainer runs during the build to the log (see
+/// crate::hook_output), when the config has any.
+fn capture_hook_output(
+    spec: &libcontainer::oci_spec::runtime::Spec,
+    root: &Path,
+) -> Result<Option<crate::hook_output::Capture>> {
+    let Some(hooks) = spec.hooks() else {
+        return Ok(None);
+    };
+    let some = |list: &Option<Vec<_>>| list.as_ref().is_some_and(|l| !l.is_empty());
+    #[allow(deprecated)] // prestart is deprecated in the runtime spec but still run
+    let any = some(hooks.prestart())
+        || some(hooks.create_runtime())
+        || some(hooks.create_container())
+        || some(hooks.start_container());
+    if !any {
+        return Ok(None);
+    }
+    let mark = some(hooks.start_container()).then_some(root);
+    Ok(Some(crate::hook_output::Capture::begin(mark)?))
 }
 
 /// libcontainer's error, or for a failed hook an error that names it (libcontainer's does not).
 fn build_error(
     err: libcontainer::error::LibcontainerError,
     spec: &libcontainer::oci_spec::runtime::Spec,
+    stderr: &str,
 ) -> anyhow::Error {
     let hooks = spec.hooks().as_ref();
     match hooks.and_then(|hooks| crate::hook_failure::explain(&err, hooks)) {
-        Some(failed) => failed.into(),
+        Some(failed) => failed.with_stderr(stderr).into(),
         None => err.into(),
     }
 }
@@ -256,7 +284,7 @@ pub const PAUSE_STAGES: [&str; 5] = ["edited", "saved", "built", "placed", "reco
 /// `cdirun: paused at <stage>` on stderr and sleeps (a minute at most, then goes on).
 fn pause_at(stage: &str) {
     if std::env::var_os("CDIRUN_TEST_PAUSE_AT").is_some_and(|at| at == stage) {
-        eprintln!("cdirun: paused at {stage}");
+        super::print_err(&format!("cdirun: paused at {stage}"));
         std::thread::sleep(std::time::Duration::from_secs(60));
     }
 }

@@ -48,14 +48,12 @@ pub fn events(args: liboci_cli::Events, globals: &Globals) -> Result<()> {
                 .with_context(|| format!("cannot read the metrics of cgroup {path}"))?;
             object.insert("scope".into(), serde_json::to_value(metrics)?);
         }
-        println!(
-            "{}",
-            serde_json::to_string(&Event {
-                kind: "stats",
-                id,
-                data
-            })?
-        );
+        let event = serde_json::to_string(&Event {
+            kind: "stats",
+            id,
+            data,
+        })?;
+        super::print(&format!("{event}\n"))?;
         if args.stats {
             return Ok(());
         }

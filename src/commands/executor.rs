@@ -6,7 +6,8 @@
 //! process has no PATH (runc runs an absolute path without one), and wants the others-execute bit
 //! (runc wants any execute bit). This check follows runc (Go's exec.LookPath) in both.
 //!
-//! For `exec` it also loads the container's seccomp filter, which libcontainer 0.7 leaves out
+//! For a created container it also keeps the startContainer hooks' stderr off the container's
+//! (see crate::hook_output). For `exec` it also loads the container's seccomp filter, which libcontainer 0.7 leaves out
 //! (see [`seccomp_for_exec`]).
 
 use std::os::unix::fs::PermissionsExt;
@@ -66,14 +67,18 @@ impl Executor for RuncExecutor {
         if let Some(profile) = EXEC_SECCOMP.get() {
             load_exec_seccomp(profile)?;
         }
+        crate::hook_output::before_exec().map_err(|err| ExecutorError::Other(err.to_string()))?;
         DefaultExecutor {}.exec(spec)
     }
 
-    /// Runs in the container's init after pivot_root, with the container's view of the files.
+    /// Runs in the container's init after pivot_root, with the container's view of the files,
+    /// after the createContainer hooks and before the startContainer ones.
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         let process = spec.process().as_ref().ok_or_else(|| {
             ExecutorValidationError::ArgValidationError("the spec has no process".into())
         })?;
+        crate::hook_output::quiet_for_start_hooks(process.terminal().unwrap_or(false))
+            .map_err(|err| ExecutorValidationError::ArgValidationError(err.to_string()))?;
         let Some(command) = process.args().as_ref().and_then(|args| args.first()) else {
             return Err(ExecutorValidationError::ArgValidationError(
                 "the process has no args: nothing to run".into(),

@@ -36,15 +36,17 @@ pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
         Some(path) => path.display().to_string(),
         None => "embedded defaults".to_owned(),
     };
-    println!("bundle: {}", bundle.display());
-    println!("config: {config}");
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    writeln!(out, "bundle: {}", bundle.display())?;
+    writeln!(out, "config: {config}")?;
     // The precedence rule's verdict on the vendor visible-devices variables, said in words:
     // the diff alone shows a rewritten value, not why.
     let notes = request::from_spec(&original, &loaded.config)?.env_notes();
     if !notes.is_empty() {
-        println!("env:");
+        writeln!(out, "env:")?;
         for note in notes {
-            println!("  {note}");
+            writeln!(out, "  {note}")?;
         }
     }
     let mut lines = Vec::new();
@@ -55,21 +57,22 @@ pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
         &mut lines,
     );
     if lines.is_empty() {
-        println!("config.json: no changes");
+        writeln!(out, "config.json: no changes")?;
     } else {
-        println!("config.json changes:");
+        writeln!(out, "config.json changes:")?;
         for line in lines {
-            println!("  {line}");
+            writeln!(out, "  {line}")?;
         }
     }
     if claims.0.is_empty() {
-        println!("claims: none");
+        writeln!(out, "claims: none")?;
     } else {
-        println!("claims:");
+        writeln!(out, "claims:")?;
         for claim in &claims.0 {
-            println!("  {}", serde_json::to_string(claim)?);
+            writeln!(out, "  {}", serde_json::to_string(claim)?)?;
         }
     }
+    super::print(&out)?;
     Ok(())
 }
 

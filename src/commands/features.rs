@@ -10,7 +10,8 @@ use libcontainer::oci_spec::runtime::{
 use libcontainer::syscall::linux::MountOption;
 
 pub fn features() -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(&document())?);
+    let text = serde_json::to_string_pretty(&document())?;
+    super::print(&format!("{text}\n"))?;
     Ok(())
 }
 

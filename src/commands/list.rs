@@ -79,7 +79,7 @@ pub fn list(args: liboci_cli::List, globals: &Globals) -> Result<()> {
         (false, "table") => table(&summaries),
         (false, other) => bail!("invalid format {other:?}: use table or json"),
     };
-    print!("{out}");
+    super::print(&out)?;
     Ok(())
 }
 

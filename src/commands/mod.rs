@@ -29,6 +29,37 @@ use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::wait::WaitStatus;
 
+/// A verb's output could not be written to stdout (a closed pipe, a full disk).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout: {0}")]
+pub struct StdoutError(#[source] pub std::io::Error);
+
+impl StdoutError {
+    /// Whether the reader went away (`cdirun state ID | head -c1`), which runc dies of quietly.
+    pub fn is_closed_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+/// Writes a verb's output to stdout and flushes it. `print!` panics when stdout is closed or
+/// full (status 134 and a backtrace on stderr); every verb prints through this instead, and
+/// `main` ends the process as runc's would: of SIGPIPE when the pipe's reader is gone, else
+/// with one error line.
+pub fn print(text: &str) -> std::result::Result<(), StdoutError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(StdoutError)
+}
+
+/// Writes one line to stderr; a closed or full stderr loses it (`eprintln!` would panic, and
+/// there is nowhere else to say so).
+pub fn print_err(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Global flags every verb may need, already validated.
 #[derive(Debug, Clone)]
 pub struct Globals {

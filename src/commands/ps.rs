@@ -16,8 +16,8 @@ pub fn ps(args: liboci_cli::Ps, globals: &Globals) -> Result<()> {
         .collect();
     pids.sort_unstable();
     match args.format.as_str() {
-        "json" => println!("{}", serde_json::to_string(&pids)?),
-        "table" => print!("{}", ps_table(&pids, &args.ps_options)?),
+        "json" => super::print(&format!("{}\n", serde_json::to_string(&pids)?))?,
+        "table" => super::print(&ps_table(&pids, &args.ps_options)?)?,
         other => bail!("invalid format {other:?}: use table or json"),
     }
     Ok(())

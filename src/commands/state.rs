@@ -7,9 +7,7 @@ use super::list::Summary;
 
 pub fn state(args: liboci_cli::State, globals: &Globals) -> Result<()> {
     let container = super::load_container(globals, &args.container_id)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&Summary::of(&container))?
-    );
+    let text = serde_json::to_string_pretty(&Summary::of(&container))?;
+    super::print(&format!("{text}\n"))?;
     Ok(())
 }

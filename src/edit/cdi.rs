@@ -430,8 +430,12 @@ fn resolve_node(node: &DeviceNode, origin: &str) -> Result<Resolved, CdiError> {
             .unwrap_or(&node.path),
     );
     let mut typ = node.typ.clone().filter(|t| !t.is_empty());
-    let mut major = node.major.unwrap_or(0);
-    let mut minor = node.minor.unwrap_or(0);
+    // The reference library accepts negative numbers and passes them on, and -1 in a device
+    // cgroup rule is a wildcard: every device of the type. A node with a negative number counts
+    // as unnumbered here, so its numbers come from the host node.
+    let numbered = node.major.unwrap_or(0) >= 0 && node.minor.unwrap_or(0) >= 0;
+    let mut major = node.major.filter(|_| numbered).unwrap_or(0);
+    let mut minor = node.minor.filter(|_| numbered).unwrap_or(0);
     let mut file_mode = node.file_mode;
     let fully_specified = typ.as_deref().is_some_and(|t| t == "p" || major != 0);
     if !fully_specified {
@@ -873,6 +877,35 @@ mod tests {
             json!([{"path": "/dev/null-in", "type": "c", "major": 1, "minor": 3, "fileMode": mode}]),
         );
         check("stat fill", oci(base()), &e, &oci(want));
+    }
+
+    /// Regression: a node with `major: -1` was refused at load; injected as written it would be
+    /// a wildcard rule. Its numbers come from the host node instead.
+    #[test]
+    fn negative_numbers_are_taken_from_the_host_node() {
+        let mode = std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o7777;
+        let want = with(
+            with(
+                base(),
+                "/linux/resources/devices",
+                json!([{"allow": false, "access": "rwm"},
+                       {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]),
+            ),
+            "/linux/devices",
+            json!([{"path": "/dev/null-in", "type": "c", "major": 1, "minor": 3, "fileMode": mode}]),
+        );
+        for (major, minor) in [(-1, 3), (1, -1), (-1, -1)] {
+            let e = edits(
+                json!({"deviceNodes": [{"path": "/dev/null-in", "hostPath": "/dev/null",
+                                                  "type": "c", "major": major, "minor": minor}]}),
+            );
+            check(
+                &format!("{major}:{minor}"),
+                oci(base()),
+                &e,
+                &oci(want.clone()),
+            );
+        }
     }
 
     #[test]
