@@ -279,8 +279,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("config.toml");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let err = Config::load(Some(fifo.as_os_str())).unwrap_err().to_string();
-        assert!(err.contains("config.toml: it is a FIFO, not a regular file"), "{err}");
+        let err = Config::load(Some(fifo.as_os_str()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.toml: it is a FIFO, not a regular file"),
+            "{err}"
+        );
     }
 
     #[test]
