@@ -18,7 +18,13 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
         let mut files = Vec::new();
         for dir in &loaded.config.cdi.spec_dirs {
             match registry::spec_files(dir) {
-                Ok(found) => files.extend(found),
+                Ok(listing) => {
+                    for not_a_file in &listing.not_files {
+                        println!("{not_a_file}");
+                        problems += 1;
+                    }
+                    files.extend(listing.files);
+                }
                 Err(err) => {
                     println!("{}: cannot list spec dir: {err}", dir.display());
                     problems += 1;
@@ -45,8 +51,13 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
     Ok(if problems == 0 { 0 } else { 1 })
 }
 
-/// Prints the file's problems (or `ok`) and returns how many there are.
+/// Prints the file's problems (or `ok`) and returns how many there are. A path that is no
+/// regular file is named and never opened (a FIFO would block the read).
 fn check(file: &Path) -> usize {
+    if let Err(not_a_file) = registry::check_regular(file) {
+        println!("{not_a_file}");
+        return 1;
+    }
     match spec::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());
