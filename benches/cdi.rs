@@ -55,6 +55,8 @@ fn bench_cdi(c: &mut Criterion) {
             let names = write_specs(dir.path(), devices, files);
             let mut config = config::Config::default();
             config.cdi.spec_dirs = vec![dir.path().to_path_buf()];
+            // A plain request holds its devices in the ledger: never the host's.
+            config.state_dir = dir.path().join("state");
             let mut spec = Spec::default();
             spec.set_annotations(Some(HashMap::from([(
                 "cdi.k8s.io/bench".to_owned(),

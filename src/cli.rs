@@ -35,6 +35,17 @@ impl Opts {
     fn runc_command() -> clap::Command {
         use clap::CommandFactory;
         Self::command()
+            // runc refuses an empty id with one line and status 1; liboci-cli's parser would
+            // print usage and exit 2. `commands::validate_id` refuses it instead.
+            .mut_subcommands(|verb| {
+                verb.mut_args(|arg| {
+                    if arg.get_id() == "container_id" {
+                        arg.value_parser(clap::builder::StringValueParser::new())
+                    } else {
+                        arg
+                    }
+                })
+            })
             .mut_subcommand("checkpointt", |verb| verb.hide(true))
             // runc's kill sends SIGTERM when no signal is named; liboci-cli requires one.
             .mut_subcommand("kill", |verb| {

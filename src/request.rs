@@ -471,6 +471,9 @@ pub enum Sharing {
     Exclusive,
     Mps,
     TimeSlice,
+    /// A plain CDI or env request's hold in the GPU ledger: shared with the shared modes and
+    /// other plain requests, never with an exclusive holder. No annotation asks for it.
+    Plain,
 }
 
 impl Sharing {
@@ -479,6 +482,7 @@ impl Sharing {
             Sharing::Exclusive => "exclusive",
             Sharing::Mps => "mps",
             Sharing::TimeSlice => "time-slice",
+            Sharing::Plain => "plain",
         }
     }
 }

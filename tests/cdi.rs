@@ -569,6 +569,73 @@ fn list_validate_and_explain_create_nothing() {
     );
 }
 
+/// A spec dir entry named like a spec that is no regular file (a directory, a dangling link, a
+/// FIFO) is named by `cdi list`, `cdi validate` and the unresolved-device error, and a FIFO is
+/// never opened (reading one blocks until a writer comes).
+#[test]
+fn spec_dir_entries_that_are_not_files_are_named_and_a_fifo_is_never_opened() {
+    let f = Fixture::new(&["true"]);
+    let n0 = f.node("nvidia0", 195, 0);
+    f.spec("nvidia.json", &nvidia_spec(&f, &[("0", n0)]));
+    let dir = f.path("cdi/a-dir.yaml");
+    fs::create_dir(&dir).unwrap();
+    let dangling = f.path("cdi/dangling.json");
+    symlink(f.path("no-such-spec.json"), &dangling).unwrap();
+    let fifo = f.path("cdi/fifo.yaml");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+    let named = [
+        format!("{}: a directory, not a regular file", dir.display()),
+        format!(
+            "{}: a symbolic link to {}, which does not exist",
+            dangling.display(),
+            f.path("no-such-spec.json").display()
+        ),
+        format!("{}: a FIFO, not a regular file", fifo.display()),
+    ];
+
+    let out = f.cdirun(&["cdi", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nvidia.com/gpu=0"));
+    let warnings = text(&out.stderr);
+    for want in &named {
+        assert!(warnings.contains(want), "{want:?} not in:\n{warnings}");
+    }
+
+    let out = f.cdirun(&["cdi", "validate"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let report = text(&out.stdout);
+    for want in &named {
+        assert!(report.contains(want), "{want:?} not in:\n{report}");
+    }
+    assert!(
+        text(&out.stderr).contains("3 problem(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = f.cdirun(&["cdi", "validate", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains(&named[2]),
+        "{}",
+        text(&out.stdout)
+    );
+
+    f.annotate("cdi.k8s.io/gpu", "nvidia.com/gpu=7");
+    let out = f.cdirun(&[
+        "create",
+        "--bundle",
+        f.path("bundle").to_str().unwrap(),
+        &f.id,
+    ]);
+    assert!(!out.status.success(), "create succeeded");
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for want in named.iter().chain([&"nvidia.com/gpu=7".to_owned()]) {
+        assert!(err.contains(want.as_str()), "{want:?} not in: {err}");
+    }
+    f.assert_gone();
+}
+
 #[test]
 fn a_node_with_permissions_none_is_injected_without_a_cgroup_rule() {
     // Regression: `none` became an allow rule with empty access, and the kernel refused it

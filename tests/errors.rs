@@ -233,6 +233,37 @@ fn ids_that_are_paths_are_refused_by_every_verb() {
     assert!(rt.ids().is_empty(), "left: {:?}", rt.ids());
 }
 
+/// An empty id is refused as runc refuses it: one line naming the problem and status 1, for
+/// every verb that takes an id (clap's usage text and status 2 are for malformed command lines).
+#[test]
+fn an_empty_id_is_one_line_and_status_one_for_every_verb() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    let bundle_dir = bundle.path().to_str().unwrap();
+    for args in [
+        vec!["create", "--bundle", bundle_dir, ""],
+        vec!["run", "--detach", "--bundle", bundle_dir, ""],
+        vec!["start", ""],
+        vec!["state", ""],
+        vec!["kill", "", "KILL"],
+        vec!["delete", "--force", ""],
+        vec!["exec", "", "true"],
+        vec!["ps", ""],
+        vec!["pause", ""],
+        vec!["resume", ""],
+        vec!["events", "--stats", ""],
+        vec!["update", "--pids-limit", "10", ""],
+    ] {
+        let out = rt.run(&args);
+        let err = common::text(&out.stderr);
+        let want = if args[0] == "exec" { 255 } else { 1 };
+        assert_eq!(out.status.code(), Some(want), "{args:?}: {err}");
+        assert_one_line(&err);
+        assert_eq!(err.trim_end(), "container id cannot be empty", "{args:?}");
+    }
+    assert!(rt.ids().is_empty(), "left: {:?}", rt.ids());
+}
+
 /// A failed cgroup write names the file once: the causes libcgroups repeats in its own text are
 /// not printed twice.
 #[test]

@@ -611,6 +611,79 @@ fn explain_computes_the_allocation_but_leaves_the_ledger_and_daemons_alone() {
     rt.ok(&["delete", "--force", &held]);
 }
 
+/// A plain request (a CDI annotation, or NVIDIA_VISIBLE_DEVICES without anything explicit) holds
+/// its GPU shared in the ledger: an exclusive request for every GPU is refused naming the
+/// container while it runs, and granted once it is deleted; a failed create holds nothing.
+#[test]
+fn plain_requests_hold_their_gpus_against_exclusive_ones() {
+    let node = Node::new("per_run");
+    let rt = node.runtime();
+    let by_annotation =
+        Bundle::with_annotations(&["sleep", "60"], &[("cdi.k8s.io/gpu", "nvidia.com/gpu=0")]);
+    let annotated = unique_id("plain");
+    rt.started(&by_annotation, &annotated);
+    let by_env = Bundle::new(&["sleep", "60"]);
+    by_env.edit(|spec| {
+        spec["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(Value::from("NVIDIA_VISIBLE_DEVICES=1"))
+    });
+    let from_env = unique_id("plain");
+    rt.started(&by_env, &from_env);
+    assert_eq!(
+        node.ledger(),
+        [
+            ("nvidia.com/gpu=0".to_owned(), annotated.clone()),
+            ("nvidia.com/gpu=1".to_owned(), from_env.clone()),
+        ]
+    );
+
+    // explain shows the hold a plain request would take, and takes none.
+    let out = rt.ok(&[
+        "explain",
+        "--bundle",
+        by_annotation.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("\"kind\":\"gpu\",\"devices\":[\"nvidia.com/gpu=0\"],\"sharing\":\"plain\""),
+        "{out}"
+    );
+
+    let all = Bundle::with_annotations(&["true"], &[("io.cdirun.gpu.count", "4")]);
+    let exclusive = unique_id("excl");
+    let (ok, err) = rt.create(&all, &exclusive, &[]);
+    assert!(
+        !ok,
+        "an exclusive request got GPUs that running containers use"
+    );
+    for want in [
+        format!("nvidia.com/gpu=0 by {annotated} (shared, plain CDI request)"),
+        format!("nvidia.com/gpu=1 by {from_env} (shared, plain CDI request)"),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in: {err}");
+    }
+    rt.assert_gone(&exclusive);
+
+    // A plain request whose create fails holds nothing afterwards.
+    let broken = Bundle::with_annotations(
+        &["/no/such/program"],
+        &[("cdi.k8s.io/gpu", "nvidia.com/gpu=2")],
+    );
+    let failed = unique_id("plain");
+    let (ok, _) = rt.create(&broken, &failed, &[]);
+    assert!(!ok);
+    assert!(!node.ledger().iter().any(|(_, id)| *id == failed));
+
+    rt.ok(&["delete", "--force", &annotated]);
+    rt.ok(&["delete", "--force", &from_env]);
+    assert_eq!(node.ledger(), []);
+    rt.created(&all, &exclusive);
+    assert_eq!(node.ledger().len(), 4);
+    rt.ok(&["delete", "--force", &exclusive]);
+    assert_eq!(node.ledger(), []);
+}
+
 #[test]
 fn delete_after_the_container_crashed_releases_its_gpu_and_mps_reference() {
     let node = Node::new("per_run");
@@ -759,7 +832,8 @@ struct PrecedenceRow<'a> {
     /// `[cdi]` lines of the node's config.
     cdi: &'a str,
     /// Ok: the device nodes and vendor variables seen inside (sorted), and the GPUs the ledger
-    /// holds for the container while it exists. Err: what the refused create says.
+    /// holds for the container while it exists (a plain request's shared). Err: what the
+    /// refused create says.
     want: Result<(&'a [&'a str], &'a [&'a str]), &'a str>,
     /// A line `explain` prints for the bundle.
     explain: Option<&'a str>,
@@ -779,7 +853,10 @@ fn device_request_precedence_in_real_containers() {
             env: &[],
             privileged: false,
             cdi: "",
-            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            want: Ok((
+                &["nvidia1", "NVIDIA_VISIBLE_DEVICES=void"],
+                &["nvidia.com/gpu=1"],
+            )),
             explain: None,
         },
         PrecedenceRow {
@@ -789,7 +866,10 @@ fn device_request_precedence_in_real_containers() {
             privileged: false,
             cdi: "",
             // The CDI spec's own NVIDIA_VISIBLE_DEVICES=void wins, as with the reference library.
-            want: Ok((&["nvidia0", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            want: Ok((
+                &["nvidia0", "NVIDIA_VISIBLE_DEVICES=void"],
+                &["nvidia.com/gpu=0"],
+            )),
             explain: None,
         },
         PrecedenceRow {
@@ -798,7 +878,10 @@ fn device_request_precedence_in_real_containers() {
             env: &["NVIDIA_VISIBLE_DEVICES=all"],
             privileged: false,
             cdi: "",
-            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"], &[])),
+            want: Ok((
+                &["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"],
+                &["nvidia.com/gpu=1"],
+            )),
             explain: Some(
                 "NVIDIA_VISIBLE_DEVICES=\"all\" is not a device request: CDI annotation cdi.k8s.io/gpu is an explicit allocation, which wins",
             ),
@@ -809,7 +892,10 @@ fn device_request_precedence_in_real_containers() {
             env: &["NVIDIA_VISIBLE_DEVICES=0"],
             privileged: true,
             cdi: "",
-            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"], &[])),
+            want: Ok((
+                &["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"],
+                &["nvidia.com/gpu=1"],
+            )),
             explain: None,
         },
         PrecedenceRow {
@@ -842,7 +928,8 @@ fn device_request_precedence_in_real_containers() {
                     "AMD_VISIBLE_DEVICES=1",
                     "NVIDIA_VISIBLE_DEVICES=0",
                 ],
-                &["nvidia.com/gpu=0"],
+                // The AMD device is a plain request beside the count: held shared.
+                &["amd.com/gpu=1", "nvidia.com/gpu=0"],
             )),
             explain: None,
         },
@@ -874,7 +961,10 @@ fn device_request_precedence_in_real_containers() {
             env: &["NVIDIA_VISIBLE_DEVICES=2"],
             privileged: true,
             cdi: "env-when-unprivileged = \"refuse\"\n",
-            want: Ok((&["nvidia2", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            want: Ok((
+                &["nvidia2", "NVIDIA_VISIBLE_DEVICES=void"],
+                &["nvidia.com/gpu=2"],
+            )),
             explain: None,
         },
         PrecedenceRow {
@@ -883,7 +973,10 @@ fn device_request_precedence_in_real_containers() {
             env: &["NVIDIA_VISIBLE_DEVICES=3"],
             privileged: false,
             cdi: "env-when-unprivileged = \"accept\"\n",
-            want: Ok((&["nvidia3", "NVIDIA_VISIBLE_DEVICES=void"], &[])),
+            want: Ok((
+                &["nvidia3", "NVIDIA_VISIBLE_DEVICES=void"],
+                &["nvidia.com/gpu=3"],
+            )),
             explain: None,
         },
         PrecedenceRow {
@@ -892,7 +985,10 @@ fn device_request_precedence_in_real_containers() {
             env: &["NVIDIA_VISIBLE_DEVICES=all"],
             privileged: false,
             cdi: "env-when-unprivileged = \"refuse\"\n",
-            want: Ok((&["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"], &[])),
+            want: Ok((
+                &["nvidia1", "NVIDIA_VISIBLE_DEVICES=1"],
+                &["nvidia.com/gpu=1"],
+            )),
             explain: None,
         },
     ];

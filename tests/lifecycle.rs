@@ -556,6 +556,48 @@ fn exec_failures_exit_255_and_name_what_is_wrong() {
     rt.assert_gone(&id);
 }
 
+/// HOME as runc sets it when the process env has none: the home of the uid in the container's
+/// /etc/passwd, else `/` (a uid the image does not know); a HOME the client set is kept. For the
+/// container's process and for exec'd ones alike.
+#[test]
+fn home_comes_from_the_image_passwd_or_is_the_root_dir() {
+    let rt = Runtime::new();
+    let home_of = |bundle: &Bundle, id: &str| {
+        let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), id]);
+        assert!(out.status.success(), "{id}: {}", text(&out.stderr));
+        rt.assert_gone(id);
+        text(&out.stdout)
+    };
+    let show = ["sh", "-c", "env | grep '^HOME=' || echo 'HOME unset'"];
+    let unknown = Bundle::new(&show);
+    unknown.edit(|spec| spec["process"]["user"] = serde_json::json!({"uid": 4242, "gid": 4242}));
+    assert_eq!(home_of(&unknown, &unique_id("home")), "HOME=/\n");
+    let root = Bundle::new(&show);
+    assert_eq!(home_of(&root, &unique_id("home")), "HOME=/root\n");
+    let own = Bundle::new(&show);
+    own.edit(|spec| {
+        spec["process"]["user"] = serde_json::json!({"uid": 4242, "gid": 4242});
+        spec["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(Value::from("HOME=/data"));
+    });
+    assert_eq!(home_of(&own, &unique_id("home")), "HOME=/data\n");
+
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let id = unique_id("home");
+    rt.started(&bundle, &id);
+    for (user, want) in [("4242", "HOME=/\n"), ("0", "HOME=/root\n")] {
+        let mut args = vec!["exec", "--user", user, &id];
+        args.extend_from_slice(&show);
+        let out = rt.run(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want, "exec --user {user}");
+    }
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 /// Socket-activation descriptors reach the container only when LISTEN_PID names cdirun itself,
 /// as with runc; a stale LISTEN_FDS in a caller's environment leaks nothing.
 #[test]

@@ -1,9 +1,11 @@
 //! The devices of every spec file in the spec dirs, indexed by qualified name.
 //!
 //! Dirs are given lowest priority first; a later dir overrides an earlier one. Only `*.json` and
-//! `*.yaml` files directly in a dir are read. A broken file is reported and skipped; a device
-//! defined twice at the same priority is dropped and the conflict reported. Nothing here fails:
-//! problems are collected for `cdi list`, `cdi validate` and the resolution error.
+//! `*.yaml` files directly in a dir are read. A broken file is reported and skipped, and so is an
+//! entry with such a name that is no regular file (a directory, a dangling link, a FIFO: never
+//! opened, a FIFO would block the read); a device defined twice at the same priority is dropped
+//! and the conflict reported. Nothing here fails: problems are collected for `cdi list`,
+//! `cdi validate` and the resolution error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -27,6 +29,8 @@ pub enum LoadProblem {
     Dir { dir: PathBuf, cause: std::io::Error },
     /// A spec file that cannot be read, parsed or validated.
     Spec(SpecError),
+    /// An entry named like a spec file that is not a regular file.
+    NotAFile(NotAFile),
     /// A device defined by several files at the same priority: no definition is used.
     Conflict { device: String, paths: Vec<PathBuf> },
 }
@@ -38,6 +42,7 @@ impl fmt::Display for LoadProblem {
                 write!(f, "cannot list CDI spec dir {}: {cause}", dir.display())
             }
             LoadProblem::Spec(err) => write!(f, "skipped {err}"),
+            LoadProblem::NotAFile(err) => write!(f, "skipped {err}"),
             LoadProblem::Conflict { device, paths } => {
                 let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                 write!(
@@ -66,23 +71,95 @@ pub struct Registry {
     pub problems: Vec<LoadProblem>,
 }
 
+/// A path named as a spec file that is no regular file, even after following links.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: {what}, not a regular file; remove or rename it (CDI specs are regular *.json and *.yaml files)",
+    .path.display()
+)]
+pub struct NotAFile {
+    pub path: PathBuf,
+    /// `a directory`, `a FIFO`, `a symbolic link to /x, which does not exist`, ...
+    pub what: String,
+}
+
+/// Refuses a path that is not a regular file after links, looking only at its metadata: a FIFO
+/// is never opened. A path that cannot be examined at all passes, and reading it reports why.
+pub fn check_regular(path: &Path) -> Result<(), NotAFile> {
+    use std::os::unix::fs::FileTypeExt;
+    let not_a_file = |what: String| NotAFile {
+        path: path.to_owned(),
+        what,
+    };
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(cause) => {
+            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if !is_link {
+                return Ok(());
+            }
+            let target = std::fs::read_link(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            let reason = match cause.kind() {
+                std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+                _ => format!("cannot be followed ({cause})"),
+            };
+            return Err(not_a_file(format!(
+                "a symbolic link to {target}, which {reason}"
+            )));
+        }
+    };
+    let kind = metadata.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device node"
+    } else {
+        "not a file"
+    };
+    Err(not_a_file(what.to_owned()))
+}
+
+/// What one spec dir holds under spec file names.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Regular files (after links), by file name.
+    pub files: Vec<PathBuf>,
+    /// Entries named like spec files that are not regular files, by file name.
+    pub not_files: Vec<NotAFile>,
+}
+
 /// The spec files directly in `dir`, by file name; a missing dir has none.
-pub fn spec_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+pub fn spec_files(dir: &Path) -> Result<Listing, std::io::Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
         Err(err) => return Err(err),
     };
-    let mut files = Vec::new();
+    let mut paths = Vec::new();
     for entry in entries {
         let path = entry?.path();
         // Follows links, as the reference library does; subdirectories are not searched.
-        if spec::is_spec_file(&path) && path.is_file() {
-            files.push(path);
+        if spec::is_spec_file(&path) {
+            paths.push(path);
         }
     }
-    files.sort();
-    Ok(files)
+    paths.sort();
+    let mut listing = Listing::default();
+    for path in paths {
+        match check_regular(&path) {
+            Ok(()) => listing.files.push(path),
+            Err(not_a_file) => listing.not_files.push(not_a_file),
+        }
+    }
+    Ok(listing)
 }
 
 impl Registry {
@@ -93,8 +170,8 @@ impl Registry {
             ..Self::default()
         };
         for (priority, dir) in dirs.iter().enumerate() {
-            let files = match spec_files(dir) {
-                Ok(files) => files,
+            let listing = match spec_files(dir) {
+                Ok(listing) => listing,
                 Err(cause) => {
                     registry.problems.push(LoadProblem::Dir {
                         dir: dir.clone(),
@@ -103,7 +180,10 @@ impl Registry {
                     continue;
                 }
             };
-            for path in files {
+            registry
+                .problems
+                .extend(listing.not_files.into_iter().map(LoadProblem::NotAFile));
+            for path in listing.files {
                 match spec::load(&path) {
                     Ok(spec) => registry.specs.push(LoadedSpec {
                         path,
@@ -280,6 +360,65 @@ mod tests {
         assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
         assert!(r.problems[0].to_string().contains("0-broken.yaml"));
         assert!(r.problems[1].to_string().contains("1-invalid.json"));
+    }
+
+    #[test]
+    fn entries_that_are_not_regular_files_are_named_and_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "good.yaml", &spec_text("v.com/gpu", &["0"]));
+        std::os::unix::fs::symlink(d.join("good.yaml"), d.join("link.yaml")).unwrap();
+        std::fs::create_dir(d.join("a-dir.json")).unwrap();
+        std::os::unix::fs::symlink(d.join("gone.yaml"), d.join("dangling.yaml")).unwrap();
+        nix::unistd::mkfifo(
+            &d.join("fifo.yaml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::create_dir(d.join("plain-subdir")).unwrap();
+        // On a thread: opening the FIFO would block forever.
+        let dirs = vec![d.to_path_buf()];
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Registry::load(&dirs)).unwrap());
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("loading the spec dir blocked");
+        // The link to a good spec is one too; its device is defined twice at one priority.
+        assert_eq!(r.specs.len(), 2);
+        let problems: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+        let named = |file: &str, what: &str| {
+            format!(
+                "skipped {}: {what}, not a regular file; remove or rename it",
+                d.join(file).display()
+            )
+        };
+        let want = [
+            named("a-dir.json", "a directory"),
+            named(
+                "dangling.yaml",
+                &format!(
+                    "a symbolic link to {}, which does not exist",
+                    d.join("gone.yaml").display()
+                ),
+            ),
+            named("fifo.yaml", "a FIFO"),
+        ];
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for (got, want) in problems.iter().zip(&want) {
+            assert!(
+                got.starts_with(want.as_str()),
+                "{got:?} does not start with {want:?}"
+            );
+        }
+        assert!(
+            problems[3].contains("conflicting definitions"),
+            "{problems:?}"
+        );
+        assert!(check_regular(&d.join("good.yaml")).is_ok());
+        assert!(
+            check_regular(&d.join("no-such.yaml")).is_ok(),
+            "reading says why"
+        );
     }
 
     #[test]

@@ -184,7 +184,11 @@ impl Ledger {
             } else {
                 format!(", as {name}")
             };
-            let id = format!("{} ({}{alias})", entry.holder.id, entry.sharing.as_str());
+            let sharing = match entry.sharing {
+                Sharing::Plain => "shared, plain CDI request",
+                other => other.as_str(),
+            };
+            let id = format!("{} ({sharing}{alias})", entry.holder.id);
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -406,7 +410,7 @@ mod tests {
         use Sharing::*;
         type Held<'a> = &'a [(usize, &'a str, Sharing)];
         type Want<'a> = Result<&'a [usize], &'a str>;
-        let cases: [(&str, Held, Count, Sharing, Want); 9] = [
+        let cases: [(&str, Held, Count, Sharing, Want); 11] = [
             ("first free", &[], Count::N(1), Exclusive, Ok(&[0])),
             (
                 "skips held",
@@ -436,6 +440,22 @@ mod tests {
                 Ok(&[1]),
             ),
             ("all free", &[], Count::All, Exclusive, Ok(&[0, 1, 2, 3])),
+            (
+                "exclusive never on a plain request's GPU",
+                &[(0, "a", Plain)],
+                Count::N(4),
+                Exclusive,
+                Err(
+                    "free: nvidia.com/gpu=1, nvidia.com/gpu=2, nvidia.com/gpu=3; held: nvidia.com/gpu=0 by a (shared, plain CDI request)",
+                ),
+            ),
+            (
+                "shared co-locates with a plain request",
+                &[(0, "a", Plain), (1, "b", Mps)],
+                Count::N(4),
+                TimeSlice,
+                Ok(&[2, 3, 0, 1]),
+            ),
             (
                 "all but one held",
                 &[(3, "x", Exclusive)],

@@ -20,7 +20,13 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
         let mut files = Vec::new();
         for dir in &loaded.config.cdi.spec_dirs {
             match registry::spec_files(dir) {
-                Ok(found) => files.extend(found),
+                Ok(listing) => {
+                    for not_a_file in &listing.not_files {
+                        writeln!(out, "{not_a_file}")?;
+                        problems += 1;
+                    }
+                    files.extend(listing.files);
+                }
                 Err(err) => {
                     writeln!(out, "{}: cannot list spec dir: {err}", dir.display())?;
                     problems += 1;
@@ -50,8 +56,13 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
     Ok(if problems == 0 { 0 } else { 1 })
 }
 
-/// Adds the file's problems (or `ok`) to `out` and returns how many there are.
+/// Adds the file's problems (or `ok`) to `out` and returns how many there are. A path that is
+/// no regular file is named and never opened (a FIFO would block the read).
 fn check(file: &Path, out: &mut String) -> usize {
+    if let Err(not_a_file) = registry::check_regular(file) {
+        let _ = writeln!(out, "{not_a_file}");
+        return 1;
+    }
     match spec::load(file) {
         Ok(_) => {
             let _ = writeln!(out, "{}: ok", file.display());

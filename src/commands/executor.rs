@@ -7,16 +7,20 @@
 //! (runc wants any execute bit). This check follows runc (Go's exec.LookPath) in both.
 //!
 //! For a created container it also keeps the startContainer hooks' stderr off the container's
-//! (see crate::hook_output). For `exec` it also loads the container's seccomp filter, which libcontainer 0.7 leaves out
-//! (see [`seccomp_for_exec`]).
+//! (see crate::hook_output). For `exec` it also loads the container's seccomp filter, which
+//! libcontainer 0.7 leaves out (see [`seccomp_for_exec`]), and for every process it sets HOME as
+//! runc does when the uid has no home in the container's /etc/passwd.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use libcontainer::workload::{
+    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
+};
 
 #[derive(Clone, Default)]
 pub struct RuncExecutor;
@@ -71,6 +75,13 @@ impl Executor for RuncExecutor {
         DefaultExecutor {}.exec(spec)
     }
 
+    /// libcontainer has already filled in HOME from the container's /etc/passwd entry for the
+    /// uid; for a uid without one it leaves HOME unset, where runc sets `/`.
+    fn setup_envs(&self, mut envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        with_home(&mut envs);
+        DefaultExecutor {}.setup_envs(envs)
+    }
+
     /// Runs in the container's init after pivot_root, with the container's view of the files,
     /// after the createContainer hooks and before the startContainer ones.
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
@@ -91,6 +102,14 @@ impl Executor for RuncExecutor {
             .find_map(|entry| entry.strip_prefix("PATH="))
             .unwrap_or("");
         look_path(command, path_var).map_err(ExecutorValidationError::ArgValidationError)
+    }
+}
+
+/// runc's fallback for a process without HOME (or with an empty one): `/`.
+fn with_home(envs: &mut HashMap<String, String>) {
+    let home = envs.entry("HOME".to_owned()).or_default();
+    if home.is_empty() {
+        *home = "/".to_owned();
     }
 }
 
@@ -138,6 +157,25 @@ mod tests {
         let path = dir.join(name);
         fs::write(&path, "#!/bin/sh\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn home_defaults_to_root_only_when_unset_or_empty() {
+        let cases = [
+            ("unset", None, "/"),
+            ("empty", Some(""), "/"),
+            ("from passwd or the client", Some("/home/u"), "/home/u"),
+        ];
+        for (name, before, want) in cases {
+            let mut envs: HashMap<String, String> = before
+                .map(|home| ("HOME".to_owned(), home.to_owned()))
+                .into_iter()
+                .collect();
+            envs.insert("PATH".into(), "/bin".into());
+            with_home(&mut envs);
+            assert_eq!(envs.get("HOME").map(String::as_str), Some(want), "{name}");
+            assert_eq!(envs.len(), 2, "{name}");
+        }
     }
 
     #[test]

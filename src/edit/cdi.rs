@@ -110,11 +110,15 @@ impl Edit for Cdi {
         }
         let mut edited = spec.clone();
         let mut devices = Vec::new();
+        let mut plain = Vec::new();
+        let mut registry = None;
         if !request.cdi.is_empty() {
-            let registry = Registry::load(&ctx.config.cdi.spec_dirs);
-            devices = resolve(&registry, &request)?;
-            inject(&mut edited, &registry, &devices)?;
-            refuse_held(&registry, &devices, ctx)?;
+            let loaded = Registry::load(&ctx.config.cdi.spec_dirs);
+            devices = resolve(&loaded, &request)?;
+            inject(&mut edited, &loaded, &devices)?;
+            refuse_held(&loaded, &devices, ctx)?;
+            plain = plain_devices(spec, ctx, &devices)?;
+            registry = Some(loaded);
         }
         // After the devices' own env edits: the precedence rule's values describe the
         // allocation (the GPU edit later rewrites its vendor's variable for what it picks).
@@ -128,16 +132,82 @@ impl Edit for Cdi {
                 process.set_env(Some(env));
             }
         }
+        // Last, so that nothing fails after the hold is written.
+        let claims = match &registry {
+            Some(registry) if !plain.is_empty() => hold(registry, &plain, ctx)?,
+            _ => Claims::default(),
+        };
         *spec = edited;
-        Ok(Claims::default())
+        Ok(claims)
     }
 }
 
+/// The devices a plain request holds: all it resolved, but for those of the kind an
+/// `io.cdirun.gpu.*` request allocates (the GPU edit holds those, in the request's mode).
+fn plain_devices(spec: &Spec, ctx: &Context, devices: &[String]) -> Result<Vec<String>, CdiError> {
+    let allocated_kind = request::gpu_from_spec(spec, ctx.config)?.map(|gpu| gpu.vendor.kind());
+    Ok(devices
+        .iter()
+        .filter(|name| {
+            allocated_kind.is_none_or(|kind| {
+                name.split_once('=')
+                    .is_none_or(|(device_kind, _)| device_kind != kind)
+            })
+        })
+        .cloned()
+        .collect())
+}
+
+/// Records the devices of a plain request in the GPU ledger as shared holds, under its lock:
+/// an exclusive request then never gets a device a live container uses, and the hold goes at
+/// delete (or when the container is gone, as every entry does). Checked again under the lock,
+/// so an exclusive holder that came after [`refuse_held`] is still refused. A dry run takes
+/// nothing but reports the claim.
+fn hold(registry: &Registry, devices: &[String], ctx: &Context) -> Result<Claims, CdiError> {
+    let holder = crate::claims::Holder::current(ctx.root, ctx.container_id);
+    let mut gpus = Vec::new();
+    for name in devices {
+        gpus.push(ledger::Gpu {
+            name: name.clone(),
+            nodes: identity(registry, name)?,
+        });
+    }
+    if !ctx.dry_run {
+        let mut locked = ledger::lock(&ctx.config.state_dir)?;
+        for (device, stale) in locked.data.reclaim(crate::claims::Holder::is_live) {
+            tracing::info!(
+                "reclaimed {device} from container {} (root {}), which no longer exists",
+                stale.id,
+                stale.root.display()
+            );
+        }
+        refuse_held_in(&locked.data, registry, devices, ctx)?;
+        locked.data.take(&gpus, &holder, Sharing::Plain);
+        locked.save().map_err(LedgerError::from)?;
+    }
+    Ok(Claims(vec![crate::claims::Claim::Gpu {
+        devices: devices.to_vec(),
+        sharing: Sharing::Plain,
+        holder,
+    }]))
+}
+
 /// Refuses a device another live container holds exclusively in the GPU ledger (by any name
-/// for the same host devices). A plain request takes nothing, so shared holders do not block
-/// it, and holders whose container is gone are ignored as the next allocation reclaims them.
+/// for the same host devices). A plain request holds its devices shared, so shared holders do
+/// not block it, and holders whose container is gone are ignored as the next allocation
+/// reclaims them.
 fn refuse_held(registry: &Registry, devices: &[String], ctx: &Context) -> Result<(), CdiError> {
     let ledger = ledger::read(&ctx.config.state_dir)?;
+    refuse_held_in(&ledger, registry, devices, ctx)
+}
+
+/// [`refuse_held`] against a ledger already read.
+fn refuse_held_in(
+    ledger: &ledger::Ledger,
+    registry: &Registry,
+    devices: &[String],
+    ctx: &Context,
+) -> Result<(), CdiError> {
     if ledger.devices.is_empty() {
         return Ok(());
     }
@@ -1143,16 +1213,25 @@ devices:
       deviceNodes: [{path: /dev/nvidia1, type: c, major: 195, minor: 1}]
 "#;
 
+    /// Never the host's GPU ledger: [`run`] gives each call a private one instead.
+    const NO_STATE_DIR: &str = "/nonexistent/cdirun-state";
+
     fn config_for(dirs: &[&Path]) -> Config {
         let mut config = Config::default();
         config.cdi.spec_dirs = dirs.iter().map(|d| d.to_path_buf()).collect();
-        // Never the host's GPU ledger.
-        config.state_dir = "/nonexistent/cdirun-state".into();
+        config.state_dir = NO_STATE_DIR.into();
         config
     }
 
+    /// The CDI edit for container `c1`, with the config's state dir or, where it names none,
+    /// a temp one that goes with the call (a plain request takes a ledger hold).
     fn run(spec: &mut Spec, config: &Config) -> Result<Claims, EditError> {
-        let ctx = Context::new("c1", config, Path::new("/run/cdirun"));
+        let state = tempfile::tempdir().unwrap();
+        let mut config = config.clone();
+        if config.state_dir == Path::new(NO_STATE_DIR) {
+            config.state_dir = state.path().to_owned();
+        }
+        let ctx = Context::new("c1", &config, Path::new("/run/cdirun"));
         Cdi.apply(spec, &ctx)
     }
 
@@ -1480,5 +1559,61 @@ devices:
                 (got, _) => panic!("{env} with {sharing:?}: {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_plain_request_holds_its_devices_shared_and_a_dry_run_takes_nothing() {
+        use crate::claims::{Claim, Holder};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA).unwrap();
+        let mut config = config_for(&[dir.path()]);
+        config.state_dir = dir.path().join("state");
+        let root = Path::new("/run/cdirun");
+        let holder = Holder::current(root, "c1");
+        let gpu = |minor: u32| ledger::Gpu {
+            name: format!("nvidia.com/gpu={minor}"),
+            nodes: [format!("c 195:{minor}")].into_iter().collect(),
+        };
+        let plain = with(base(), "/process/env", json!(["NVIDIA_VISIBLE_DEVICES=0"]));
+        let want = Claims(vec![Claim::Gpu {
+            devices: vec!["nvidia.com/gpu=0".into()],
+            sharing: Sharing::Plain,
+            holder: holder.clone(),
+        }]);
+
+        let mut spec = oci(plain.clone());
+        assert_eq!(run(&mut spec, &config).unwrap(), want);
+        let held = ledger::read(&config.state_dir).unwrap();
+        assert_eq!(held.holders(&gpu(0)).count(), 1);
+        // Shared: no exclusive request gets it; shared ones and other plain ones may.
+        assert!(!held.available(&gpu(0), Sharing::Exclusive));
+        assert!(held.available(&gpu(0), Sharing::Mps));
+        assert!(held.available(&gpu(1), Sharing::Exclusive));
+        ledger::release(&config.state_dir, &holder).unwrap();
+
+        // explain: the claim is shown, nothing is written.
+        let ctx = Context {
+            dry_run: true,
+            ..Context::new("c1", &config, root)
+        };
+        let mut spec = oci(plain);
+        assert_eq!(Cdi.apply(&mut spec, &ctx).unwrap(), want);
+        assert_eq!(
+            ledger::read(&config.state_dir).unwrap(),
+            ledger::Ledger::default()
+        );
+
+        // Devices of the kind an io.cdirun.gpu.* request allocates are the GPU edit's to hold.
+        let mut input = base();
+        input["annotations"] = json!({
+            "cdi.k8s.io/gpu": "nvidia.com/gpu=1",
+            "io.cdirun.gpu.sharing": "exclusive",
+        });
+        let mut spec = oci(input);
+        assert_eq!(run(&mut spec, &config).unwrap(), Claims::default());
+        assert_eq!(
+            ledger::read(&config.state_dir).unwrap(),
+            ledger::Ledger::default()
+        );
     }
 }

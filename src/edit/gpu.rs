@@ -710,12 +710,15 @@ mod tests {
             .collect()
     }
 
+    /// The GPUs the GPU edit allocated (a plain CDI request's hold is the CDI edit's).
     fn devices(claims: &Claims) -> Vec<String> {
         claims
             .0
             .iter()
             .find_map(|c| match c {
-                Claim::Gpu { devices, .. } => Some(devices.clone()),
+                Claim::Gpu {
+                    devices, sharing, ..
+                } if *sharing != Sharing::Plain => Some(devices.clone()),
                 _ => None,
             })
             .unwrap_or_default()
