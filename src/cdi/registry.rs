@@ -86,7 +86,6 @@ pub struct NotAFile {
 /// Refuses a path that is not a regular file after links, looking only at its metadata: a FIFO
 /// is never opened. A path that cannot be examined at all passes, and reading it reports why.
 pub fn check_regular(path: &Path) -> Result<(), NotAFile> {
-    use std::os::unix::fs::FileTypeExt;
     let not_a_file = |what: String| NotAFile {
         path: path.to_owned(),
         what,
@@ -110,21 +109,12 @@ pub fn check_regular(path: &Path) -> Result<(), NotAFile> {
             )));
         }
     };
-    let kind = metadata.file_type();
-    let what = if kind.is_file() {
+    if metadata.is_file() {
         return Ok(());
-    } else if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device node"
-    } else {
-        "not a file"
-    };
-    Err(not_a_file(what.to_owned()))
+    }
+    Err(not_a_file(
+        crate::files::kind(&metadata.file_type()).to_owned(),
+    ))
 }
 
 /// What one spec dir holds under spec file names.
