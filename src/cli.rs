@@ -299,7 +299,7 @@ fn exit_refused(err: clap::Error) -> ! {
             let rendered = err.render().to_string();
             let line = rendered.lines().next().unwrap_or_default();
             let line = line.strip_prefix("error: ").unwrap_or(line);
-            if crate::log::init(Some(Path::new(&path)), format, false).is_ok() {
+            if crate::log::init(Some(Path::new(&path)), format, false, false).is_ok() {
                 tracing::error!("{line}");
             }
         }

@@ -18,6 +18,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::cli::LogFormat;
 
+pub mod cause;
+
 /// Whether records go to a `--log` file (set once, by `init`).
 static TO_FILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -26,25 +28,41 @@ pub fn has_file() -> bool {
     TO_FILE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Installs the global subscriber. Without a log file and without `--debug` none is installed,
-/// so tracing calls cost a branch and nothing else.
-pub fn init(path: Option<&Path>, format: LogFormat, debug: bool) -> io::Result<()> {
-    let level = if debug { Level::DEBUG } else { Level::WARN };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .event_format(LineFormat { format });
-    // A subscriber may already be set (tests, re-entry); that is not an error worth failing on.
-    match path {
+/// Installs the global subscriber. With `causes`, libcontainer's error events are kept for the
+/// error line (see [`cause`]). Without a log file, `--debug` or `causes` none is installed, so
+/// tracing calls cost a branch and nothing else.
+pub fn init(path: Option<&Path>, format: LogFormat, debug: bool, causes: bool) -> io::Result<()> {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+
+    let level = LevelFilter::from_level(if debug { Level::DEBUG } else { Level::WARN });
+    let lines = tracing_subscriber::fmt::layer().event_format(LineFormat { format });
+    let lines = match path {
         Some(path) => {
             let file = OpenOptions::new().create(true).append(true).open(path)?;
-            if builder.with_writer(Mutex::new(file)).try_init().is_ok() {
-                TO_FILE.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+            Some(lines.with_writer(Mutex::new(file)).boxed())
         }
-        None if debug => {
-            let _ = builder.with_writer(io::stderr).try_init();
-        }
-        None => {}
+        None if debug => Some(lines.with_writer(io::stderr).boxed()),
+        None => None,
+    };
+    let recorder = if causes {
+        cause::arm()?;
+        Some(cause::Recorder.with_filter(LevelFilter::ERROR))
+    } else {
+        None
+    };
+    if lines.is_none() && recorder.is_none() {
+        return Ok(());
+    }
+    let to_file = path.is_some();
+    // A subscriber may already be set (tests, re-entry); that is not an error worth failing on.
+    let installed = tracing_subscriber::registry()
+        .with(lines.map(|l| l.with_filter(level)))
+        .with(recorder)
+        .try_init()
+        .is_ok();
+    if installed && to_file {
+        TO_FILE.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
 }

@@ -33,7 +33,14 @@ fn main() -> ExitCode {
         Ok(format) => format,
         Err(err) => return fail(&anyhow::anyhow!(err)),
     };
-    if let Err(err) = log::init(opts.global.log.as_deref(), format, opts.global.debug) {
+    // The verbs that make a process through libcontainer keep its error events for the line.
+    let causes = opts.command.as_ref().is_some_and(enters_container);
+    if let Err(err) = log::init(
+        opts.global.log.as_deref(),
+        format,
+        opts.global.debug,
+        causes,
+    ) {
         let path = opts
             .global
             .log
@@ -92,18 +99,30 @@ fn die_of_sigpipe() -> ExitCode {
 
 /// The error and its causes joined by ": ", leaving out a cause whose text the line already
 /// holds: libcontainer's and libcgroups' errors often print their source themselves, which would
-/// otherwise show up twice.
+/// otherwise show up twice. From a libcontainer error on, the line gives the cause libcontainer
+/// logged where it failed when there is one: its own error values drop it.
 fn one_line(err: &anyhow::Error) -> String {
     let mut message = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if message.contains(&text) {
-            continue;
-        }
+    let push = |message: &mut String, text: &str| {
         if !message.is_empty() {
             message.push_str(": ");
         }
-        message.push_str(&text);
+        message.push_str(text);
+    };
+    for cause in err.chain() {
+        if cause
+            .downcast_ref::<libcontainer::error::LibcontainerError>()
+            .is_some()
+        {
+            if let Some(found) = log::cause::first() {
+                push(&mut message, &found.replace('\n', " "));
+                break;
+            }
+        }
+        let text = log::cause::tidy(&cause.to_string()).replace('\n', " ");
+        if !message.contains(&text) {
+            push(&mut message, &text);
+        }
     }
     message
 }

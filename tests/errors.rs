@@ -333,3 +333,148 @@ fn bad_log_format_is_refused() {
     let err = rt.fails(&["--log-format", "xml", "list"]);
     assert!(err.contains("xml"), "{err}");
 }
+
+/// cdirun run without CAP_SYS_RESOURCE, as on a host or under a service that lacks it: the
+/// capability and the oom_score_adj cases below fail for certain whatever this machine holds.
+fn without_sys_resource(rt: &Runtime, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--bounding-set=-sys_resource", "--inh-caps=-sys_resource"])
+        .arg(common::cdirun_bin())
+        .arg("--root")
+        .arg(rt.root())
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    common::output_within(cmd, std::time::Duration::from_secs(30))
+}
+
+#[test]
+fn a_missing_rootfs_is_named() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|spec| spec["root"]["path"] = "no-such-rootfs".into());
+    let id = unique_id("norootfs");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok);
+    assert_one_line(&err);
+    let path = bundle.path().join("no-such-rootfs");
+    assert!(
+        err.contains(&format!("invalid rootfs {}", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("No such file or directory"), "{err}");
+    rt.assert_gone(&id);
+}
+
+/// libcontainer's init reports a failed mount as "failed to prepare rootfs"; the line names the
+/// mount's destination and its source.
+#[test]
+fn a_failed_mount_names_the_mount_and_its_source() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|spec| {
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/data",
+                "type": "bind",
+                "source": "/nonexistent/mount-source",
+                "options": ["rbind"],
+            }))
+    });
+    let id = unique_id("badmount");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok);
+    assert_one_line(&err);
+    assert!(err.contains(r#"mount at "/data""#), "{err}");
+    assert!(err.contains("/nonexistent/mount-source"), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(!err.contains("failed to prepare rootfs"), "{err}");
+    rt.assert_gone(&id);
+}
+
+/// As with runc, the line says which capability could not be applied, before anything exists.
+#[test]
+fn a_capability_cdirun_lacks_is_named_before_create() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|spec| {
+        for set in ["bounding", "effective", "permitted"] {
+            spec["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push("CAP_SYS_RESOURCE".into());
+        }
+    });
+    let id = unique_id("nocap");
+    let out = without_sys_resource(
+        &rt,
+        &["run", "--bundle", bundle.path().to_str().unwrap(), &id],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_one_line(&err);
+    assert!(err.contains("unable to apply caps"), "{err}");
+    assert!(err.contains("CAP_SYS_RESOURCE"), "{err}");
+    rt.assert_gone(&id);
+}
+
+/// The write to /proc/self/oom_score_adj fails in libcontainer with "io error"; the line carries
+/// the file and the errno.
+#[test]
+fn a_refused_oom_score_adj_names_the_file() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|spec| spec["process"]["oomScoreAdj"] = (-500).into());
+    let id = unique_id("oomadj");
+    let out = without_sys_resource(
+        &rt,
+        &["run", "--bundle", bundle.path().to_str().unwrap(), &id],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_one_line(&err);
+    assert!(err.contains("/proc/self/oom_score_adj"), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    rt.assert_gone(&id);
+}
+
+/// `exec --cwd` of a directory the container lacks: runc's words, the directory named, status
+/// 255; a file where a directory is due is told apart.
+#[test]
+fn exec_into_a_missing_cwd_names_the_directory() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "30"]);
+    let id = unique_id("execcwd");
+    rt.started(&bundle, &id);
+    let out = rt.run(&["exec", "--cwd", "/no-such-dir", &id, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains(r#"chdir to cwd ("/no-such-dir") set in the exec process failed: no such file or directory"#),
+        "{err}"
+    );
+    let err = rt.fails(&["exec", "--cwd", "/bin/busybox", &id, "true"]);
+    assert!(err.contains("not a directory"), "{err}");
+    // A directory the container has and the host lacks works; so does one only the container's
+    // own processes can resolve.
+    fs::create_dir(bundle.path().join("rootfs/only-here")).unwrap();
+    assert_eq!(
+        rt.ok(&["exec", "--cwd", "/only-here", &id, "sh", "-c", "echo $PWD"])
+            .trim(),
+        "/only-here"
+    );
+    let pwd = rt.ok(&[
+        "exec",
+        "--cwd",
+        "/proc/self",
+        &id,
+        "sh",
+        "-c",
+        "cd -P . && echo $PWD",
+    ]);
+    assert!(pwd.trim().starts_with("/proc/"), "{pwd}");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}

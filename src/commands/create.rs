@@ -56,7 +56,7 @@ impl Init<'_> {
         let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
 
         let on_disk = bundle::Config::load(&bundle)?;
-        check_rlimits(&on_disk.source)?;
+        super::precheck::spec(&bundle, &on_disk.source)?;
         crate::seccomp::check(&on_disk.source)?;
         // Refused before any edit takes a claim; the mount edit maps the value.
         edit::mounts::root_propagation(&on_disk.source)?;
@@ -211,58 +211,6 @@ fn build_error(
         Some(failed) => failed.with_stderr(stderr).into(),
         None => err.into(),
     }
-}
-
-/// Refuses `process.rlimits` the container's init could not set, naming the limit. libcontainer
-/// sets them in its intermediate process and reports only "intermediate process error EPERM";
-/// runc names the limit. Raising a hard limit above cdirun's own needs CAP_SYS_RESOURCE, which a
-/// root inside an unprivileged container host (or a restricted service) may lack.
-fn check_rlimits(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<()> {
-    use caps::{CapSet, Capability};
-    let rlimits = spec.process().as_ref().and_then(|p| p.rlimits().as_ref());
-    let mut may_raise = None;
-    for rlimit in rlimits.into_iter().flatten() {
-        // Named only for an error: "RLIMIT_NOFILE", as config.json spells it.
-        let name = || {
-            serde_json::to_value(rlimit.typ())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| format!("{:?}", rlimit.typ()))
-        };
-        let (soft, hard) = (rlimit.soft(), rlimit.hard());
-        if soft > hard {
-            bail!(
-                "process.rlimits: {} soft limit {soft} is above its hard limit {hard}",
-                name()
-            );
-        }
-        let mut own = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes only `own`; the oci-spec enum's values are the kernel's
-        // resource numbers (libcontainer passes them to setrlimit the same way).
-        if unsafe { libc::getrlimit(rlimit.typ() as _, &mut own) } != 0 {
-            bail!(
-                "process.rlimits: {} is not a limit this kernel knows",
-                name()
-            );
-        }
-        if hard > own.rlim_max
-            && !*may_raise.get_or_insert_with(|| {
-                caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE)
-                    .unwrap_or(false)
-            })
-        {
-            bail!(
-                "process.rlimits: cannot raise the hard limit of {} to {hard} (cdirun's is {}) \
-                 without CAP_SYS_RESOURCE",
-                name(),
-                own.rlim_max
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The host path of the container's root: config.json's `root.path`, relative to the bundle.

@@ -60,7 +60,9 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         .build();
     drop(process_file);
     tenants.remove();
-    let pid = built.with_context(|| format!("cannot exec in container {id:?}"))?;
+    let pid = built
+        .map_err(|err| missing_cwd(&container, &process).unwrap_or_else(|| err.into()))
+        .with_context(|| format!("cannot exec in container {id:?}"))?;
     if let Err(err) = join_unmanaged(&container, pid) {
         tracing::warn!("{err:#}");
     }
@@ -68,6 +70,15 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         return Ok(0);
     }
     super::run::wait_forwarding(pid)
+}
+
+/// The reason a failed exec failed when it is the process's cwd, which libcontainer's init
+/// reports as "failed to unix syscall". Looked at only after the failure: a directory reached
+/// through a symlink into the container's /proc may resolve only for the container itself.
+fn missing_cwd(container: &Container, process: &Value) -> Option<anyhow::Error> {
+    let cwd = process.get("cwd").and_then(Value::as_str)?;
+    let pid = container.pid()?;
+    super::precheck::exec_cwd(pid.as_raw(), cwd).err()
 }
 
 /// libcontainer 0.7 joins an exec'd process to every namespace of the container except its user

@@ -12,6 +12,7 @@ pub mod features;
 pub mod kill;
 pub mod list;
 pub mod pause;
+pub mod precheck;
 pub mod ps;
 pub mod resume;
 pub mod run;
