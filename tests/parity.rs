@@ -335,3 +335,59 @@ fn state_right_after_start_is_running_with_the_init_pid() {
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// In a private cgroup namespace the container sees `/` in every hierarchy, as with runc: the
+/// init and an exec'd process start in the container's cgroup there, also where cdirun (not
+/// libcontainer) places them (`name=systemd` and the cgroup2 mount of a hybrid host), and
+/// cdirun itself is back in its own cgroup afterwards.
+#[test]
+fn a_private_cgroup_namespace_shows_root_in_every_hierarchy() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "cat /proc/self/cgroup; sleep 30"]);
+    bundle.edit(|spec| {
+        let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        if !namespaces.iter().any(|ns| ns["type"] == "cgroup") {
+            namespaces.push(serde_json::json!({"type": "cgroup"}));
+        }
+    });
+    let own_before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let id = unique_id("cgns");
+    rt.started(&bundle, &id);
+    let check = |what: &str, listing: &str| {
+        assert!(!listing.trim().is_empty(), "{what}: no /proc/self/cgroup");
+        for line in listing.lines() {
+            assert!(
+                line.ends_with(":/"),
+                "{what} sees a host path: {line:?} in\n{listing}"
+            );
+        }
+    };
+    let mut init_view = String::new();
+    for _ in 0..200 {
+        init_view = std::fs::read_to_string(bundle.path().join("stdout")).unwrap();
+        if !init_view.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check("the init", &init_view);
+    check(
+        "an exec'd process",
+        &rt.ok(&["exec", &id, "cat", "/proc/self/cgroup"]),
+    );
+    // The test process and cdirun (its child) were in the same cgroups; cdirun left the
+    // container's again, so the container's cgroup holds only the container's processes.
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+        own_before
+    );
+    let ps = rt.ok(&["ps", "--format", "json", &id]);
+    let pids: Vec<i64> = serde_json::from_str(&ps).unwrap();
+    assert_eq!(
+        pids.len(),
+        1,
+        "only the init is in the container's cgroup: {pids:?}"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}

@@ -89,6 +89,7 @@ bundle() {
     .root.path = $rootfs | .process.terminal = false | .process.args = ["sleep", "600"] | .root.readonly = false
     | .process.capabilities |= with_entries(.value += ["CAP_MKNOD"])
     | .annotations = $ann
+    | .linux.namespaces += [{type: "cgroup"}]
     | .linux.devices = [
         {path: "/dev/nvidia0", type: "c", major: 195, minor: 0, fileMode: 438},
         {path: "/dev/nvidia1", type: "c", major: 195, minor: 1, fileMode: 438}]
@@ -143,6 +144,8 @@ for driver in cgroupfs systemd; do
       continue
     fi
     got[$rt]=$(probe "$rt" "$id" "${nodes[@]}")
+    # Lines of /proc/PID/cgroup, the init's and an exec'd process's, that show a host path.
+    got[$rt.cgns]=$("$(runtime_bin "$rt")" exec "$id" cat /proc/1/cgroup /proc/self/cgroup | grep -v ':/$')
     "$(runtime_bin "$rt")" update --pids-limit 200 "$id" >/dev/null 2>&1
     got[$rt.update]=$(probe "$rt" "$id" "${nodes[@]}")
     if [ "$driver" = systemd ]; then
@@ -153,7 +156,7 @@ for driver in cgroupfs systemd; do
       got[$rt.reload]=$(probe "$rt" "$id" "${nodes[@]}")
     fi
     stop_container "$rt" "$id"
-    for k in "" .update .unit .reload; do
+    for k in "" .cgns .update .unit .reload; do
       [ -n "${got[$rt$k]:-}" ] && echo "ref  $rt $driver${k:+ ($k)}: ${got[$rt$k]}"
     done
   done
@@ -161,6 +164,7 @@ for driver in cgroupfs systemd; do
   expect "$driver: cdirun denies what runc denies" "${got[runc]:-runc failed}" "${got[cdirun]:-}"
   expect "$driver: cdirun denies what crun denies" "${got[crun]:-crun failed}" "${got[cdirun]:-}"
   expect "$driver: the same rules after update" "$want_basic" "${got[cdirun.update]:-}"
+  expect "$driver: in its cgroup namespace the container sees / (\"0::/\")" "" "${got[cdirun.cgns]-not run}"
   if [ "$driver" = systemd ]; then
     expect "systemd: the scope unit carries a strict device policy with the GPU allowed" \
       "yes yes" "$(grep -q 'DevicePolicy=strict' <<<"${got[cdirun.unit]:-}" && echo yes) $(grep -q '/dev/char/195:0 rw' <<<"${got[cdirun.unit]:-}" && echo yes)"

@@ -90,6 +90,7 @@ for rt in cdirun runc; do
     | .process.args = ["sleep", "600"]
     | .process.capabilities |= with_entries(.value += ["CAP_MKNOD"])
     | .linux.cgroupsPath = $cg
+    | .linux.namespaces |= (if any(.type == "cgroup") then . else . + [{type: "cgroup"}] end)
     | .linux.devices = [
         {path: "/dev/nvidia0", type: "c", major: 195, minor: 0, fileMode: 438},
         {path: "/dev/nvidia1", type: "c", major: 195, minor: 1, fileMode: 438}]
@@ -112,6 +113,8 @@ for rt in cdirun runc; do
     "$(systemctl show -p ActiveState -p Delegate -p DevicePolicy "$unit" | sort | xargs)"
   expect_rt "$rt" "systemd counts the container's process in its unit" "ControlGroup=$cgroup TasksCurrent=1" \
     "$(systemctl show -p ControlGroup -p TasksCurrent "$unit" | sort | xargs)"
+  expect_rt "$rt" "in its cgroup namespace the container sees / in every hierarchy" "" \
+    "$("$(runtime_bin $rt)" exec "$id" cat /proc/1/cgroup /proc/self/cgroup | grep -v ':/$')"
   before=$(probe $rt "$id")
   limits_before=$(limits "$cgroup")
   expect_rt "$rt" "the spec's devices and no other" "$want_probe" "$before"

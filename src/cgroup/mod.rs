@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 pub use owners::{CgroupPath, OwnerError, Owners};
-pub use scope::{Limits, Scope, ScopeError};
+pub use scope::{Limits, Scope, ScopeError, Stay};
 
 /// v1 controllers libcontainer's cgroupfs manager places a container in; any other mounted
 /// hierarchy (cgroup2 on a hybrid host, named v1 hierarchies such as `name=systemd`) it leaves

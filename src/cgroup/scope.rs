@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::{CgroupPath, Hierarchies, Hierarchy};
+use super::{CgroupPath, Hierarchies, Hierarchy, Kind};
 
 const PROCS: &str = "cgroup.procs";
 /// v1 freezer: a frozen process takes SIGKILL only once thawed.
@@ -55,6 +55,89 @@ pub enum ScopeError {
     /// Names the errno (`EBUSY`: processes or child cgroups still in it).
     #[error("cannot remove cgroup {dir}: {}", errno(.cause))]
     Remove { dir: PathBuf, cause: io::Error },
+}
+
+/// cdirun's own process standing in a container's cgroup for a while, so that the processes
+/// libcontainer forks meanwhile (the init, an exec'd process) start there.
+///
+/// A process sees its cgroups in a cgroup namespace relative to where it stood when the
+/// namespace was made. libcontainer places the init only in the hierarchies it manages before
+/// the init unshares its cgroup namespace; cdirun's placement in the others (`name=systemd`
+/// and the cgroup2 mount of a hybrid host) after that would show the container host paths
+/// such as `0::/workload.slice/ID` where runc shows `/`. Born in the right cgroup, the init's
+/// namespace is rooted there in every hierarchy.
+pub struct Stay {
+    /// `cgroup.procs` of each cgroup cdirun stood in before, to return to.
+    back: Vec<PathBuf>,
+}
+
+impl Stay {
+    /// Moves cdirun into `path` in `hierarchies` (creating it there as needed).
+    pub fn enter(hierarchies: &[&Hierarchy], path: &CgroupPath) -> Result<Self, ScopeError> {
+        let own = read(Path::new("/proc/self/cgroup"))?;
+        let pid = std::process::id().to_string();
+        let mut stay = Self { back: Vec::new() };
+        for hierarchy in hierarchies {
+            let Some(current) = own_cgroup(&own, hierarchy) else {
+                continue;
+            };
+            create_in(hierarchy, path)?;
+            write(&hierarchy.dir(path).join(PROCS), &pid)?;
+            stay.back.push(
+                hierarchy
+                    .mount
+                    .join(current.trim_start_matches('/'))
+                    .join(PROCS),
+            );
+        }
+        Ok(stay)
+    }
+
+    /// Returns cdirun to the cgroups it came from.
+    pub fn leave(mut self) -> Result<(), ScopeError> {
+        self.go_back()
+    }
+
+    fn go_back(&mut self) -> Result<(), ScopeError> {
+        let pid = std::process::id().to_string();
+        let mut first_error = None;
+        for procs in std::mem::take(&mut self.back) {
+            if let Err(err) = write(&procs, &pid) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Stay {
+    /// An early return still takes cdirun out: a process left there would keep the container's
+    /// cgroup populated and count against its limits.
+    fn drop(&mut self) {
+        if let Err(err) = self.go_back() {
+            tracing::warn!("cannot return to cdirun's own cgroup: {err}");
+        }
+    }
+}
+
+/// The path `/proc/self/cgroup` gives for `hierarchy`: the `0::` line for cgroup v2, else the
+/// line whose controller list is the hierarchy's.
+fn own_cgroup<'a>(proc_self_cgroup: &'a str, hierarchy: &Hierarchy) -> Option<&'a str> {
+    proc_self_cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let matches = match &hierarchy.kind {
+            Kind::V2 => controllers.is_empty(),
+            Kind::V1 { controllers: bound } => {
+                let mut listed: Vec<&str> = controllers.split(',').collect();
+                let mut bound: Vec<&str> = bound.iter().map(String::as_str).collect();
+                listed.sort_unstable();
+                bound.sort_unstable();
+                !controllers.is_empty() && listed == bound
+            }
+        };
+        matches.then_some(path)
+    })
 }
 
 /// Limits for a slice or scope, in cgroup v2 terms (the public vocabulary); translated to the v1
@@ -662,6 +745,19 @@ fn read_pids(file: &Path) -> Result<Vec<i32>, ScopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_cgroup_finds_each_hierarchys_line() {
+        let listing = "12:cpu,cpuacct:/user.slice\n9:name=systemd:/init.scope\n0::/init.scope\n";
+        let v1 = Hierarchy::v1("/sys/fs/cgroup/cpu,cpuacct", &["cpuacct", "cpu"]);
+        let named = Hierarchy::v1("/sys/fs/cgroup/systemd", &["name=systemd"]);
+        let v2 = Hierarchy::v2("/sys/fs/cgroup/unified");
+        let memory = Hierarchy::v1("/sys/fs/cgroup/memory", &["memory"]);
+        assert_eq!(own_cgroup(listing, &v1), Some("/user.slice"));
+        assert_eq!(own_cgroup(listing, &named), Some("/init.scope"));
+        assert_eq!(own_cgroup(listing, &v2), Some("/init.scope"));
+        assert_eq!(own_cgroup(listing, &memory), None);
+    }
 
     fn path(text: &str) -> CgroupPath {
         CgroupPath::parse(text).unwrap()

@@ -92,8 +92,13 @@ impl Init<'_> {
             }
         };
         let leftovers = placement.dirs_to_create();
-        let built = self
-            .save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver)
+        let built = placement
+            .stay_in_scope()
+            .and_then(|stay| {
+                let built = self.save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver);
+                stay.map(cgroup::Stay::leave).transpose()?;
+                built
+            })
             .and_then(|mut container| {
                 pause_at("built");
                 let finished = placement.place_init(&container).and_then(|()| {
@@ -346,6 +351,23 @@ impl Placement {
     /// (containerd's shim, podman) would not find it in its slice. Before `start` the init is
     /// the container's only process, so moving it moves the whole container. The scope
     /// claim's release removes these directories again at delete.
+    /// Stands cdirun in the scope where libcontainer does not place the init, while it forks
+    /// the init: see [`cgroup::Stay`].
+    fn stay_in_scope(&self) -> Result<Option<cgroup::Stay>> {
+        let Some(scope) = &self.scope else {
+            return Ok(None);
+        };
+        let targets = self.hierarchies.not_managed_by_libcontainer();
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let stay = cgroup::Stay::enter(&targets, scope)
+            .with_context(|| format!("cannot enter cgroup {scope} to start the init there"))?;
+        Ok(Some(stay))
+    }
+
+    /// Moves the init into the scope where libcontainer does not; it was born there unless
+    /// cdirun could not stand in it (a hierarchy missing from cdirun's own /proc/self/cgroup).
     fn place_init(&self, container: &Container) -> Result<()> {
         let Some(scope) = &self.scope else {
             return Ok(());

@@ -45,6 +45,7 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     let tenants = TenantFiles::lock(&container_dir)?;
     let process_file = ProcessFile::write(&container_dir, &process)?;
     let pid_file = args.pid_file.as_deref().map(super::absolute).transpose()?;
+    let stay = stay_in_container(&container)?;
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(super::executor::RuncExecutor)
         .with_root_path(&globals.root)?
@@ -58,6 +59,10 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         .with_ignore_paused(args.ignore_paused)
         .with_sub_cgroup(args.cgroup)
         .build();
+    if let Some(stay) = stay {
+        stay.leave()
+            .with_context(|| format!("cannot leave the cgroup of container {id:?}"))?;
+    }
     drop(process_file);
     tenants.remove();
     let pid = built
@@ -320,8 +325,37 @@ impl Drop for ProcessFile {
 /// process started: children it forked before this point stay behind, which is why a failure
 /// here is a warning, not an error.
 fn join_unmanaged(container: &Container, pid: Pid) -> Result<()> {
-    if container.systemd() {
+    let Some((hierarchies, path)) = unmanaged_cgroup(container)? else {
         return Ok(());
+    };
+    cgroup::Scope::new(&hierarchies, path.clone())
+        .add_process(pid.as_raw(), &unmanaged(&hierarchies, &path))
+        .with_context(|| format!("cannot move exec process {pid} into cgroup {path}"))
+}
+
+/// cdirun stands in the container's cgroups that libcontainer does not join while it forks the
+/// process, so that the process joins the container's cgroup namespace from there and sees
+/// `/` (see [`cgroup::Stay`]); [`join_unmanaged`] then finds it in place.
+fn stay_in_container(container: &Container) -> Result<Option<cgroup::Stay>> {
+    let Some((hierarchies, path)) = unmanaged_cgroup(container)? else {
+        return Ok(None);
+    };
+    let targets = unmanaged(&hierarchies, &path);
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let stay = cgroup::Stay::enter(&targets, &path)
+        .with_context(|| format!("cannot enter cgroup {path} to start the exec process there"))?;
+    Ok(Some(stay))
+}
+
+/// The host's hierarchies and the container's cgroup path, for a container cdirun placed
+/// itself (cgroupfs driver); `None` under systemd, whose unit holds the container.
+fn unmanaged_cgroup(
+    container: &Container,
+) -> Result<Option<(cgroup::Hierarchies, cgroup::CgroupPath)>> {
+    if container.systemd() {
+        return Ok(None);
     }
     let config = container
         .spec()
@@ -329,13 +363,18 @@ fn join_unmanaged(container: &Container, pid: Pid) -> Result<()> {
     let path = cgroup::CgroupPath::parse(&config.cgroup_path.to_string_lossy())?;
     let hierarchies = cgroup::Hierarchies::discover()
         .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
-    // Only where create placed the init: a missing scope is not ours to create here.
-    let targets: Vec<_> = hierarchies
+    Ok(Some((hierarchies, path)))
+}
+
+/// The hierarchies libcontainer does not join where create placed the init: a missing scope
+/// is not exec's to create.
+fn unmanaged<'h>(
+    hierarchies: &'h cgroup::Hierarchies,
+    path: &cgroup::CgroupPath,
+) -> Vec<&'h cgroup::Hierarchy> {
+    hierarchies
         .not_managed_by_libcontainer()
         .into_iter()
-        .filter(|h| h.dir(&path).is_dir())
-        .collect();
-    cgroup::Scope::new(&hierarchies, path.clone())
-        .add_process(pid.as_raw(), &targets)
-        .with_context(|| format!("cannot move exec process {pid} into cgroup {path}"))
+        .filter(|h| h.dir(path).is_dir())
+        .collect()
 }
