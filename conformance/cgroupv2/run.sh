@@ -28,7 +28,7 @@ log() { printf '[%(%T)T] %s\n' -1 "$*" >&2; }
 
 # --- rootfs: kept across runs while the package list is the same ---
 packages=systemd,systemd-sysv,dbus,libpam-systemd,procps,kmod,iproute2,openssh-server
-packages+=,linux-image-amd64,initramfs-tools,runc,crun,busybox-static,jq
+packages+=,linux-image-amd64,initramfs-tools,runc,crun,busybox-static,jq,containerd
 if [ "$(cat "$vm/rootfs.packages" 2>/dev/null)" != "$packages" ] || [ ! -x "$rootfs/lib/systemd/systemd" ]; then
   rm -rf "$rootfs" "$vm/rootfs.packages"
   sources=()

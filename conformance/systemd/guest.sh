@@ -132,5 +132,165 @@ for rt in cdirun runc; do
     "$(systemctl is-active "$unit") $([ -d "/sys/fs/cgroup/systemd$cgroup" ] && echo there || echo gone)"
 done
 
+
+# --- cdirun's placement as systemd sees it ------------------------------------------------------
+# plain_bundle ID CGROUPS_PATH [ANNOTATIONS_JSON]: a sleeping busybox container's bundle.
+plain_bundle() {
+  local dir=$work/$1
+  mkdir -p "$dir"
+  (cd "$dir" && runc spec)
+  jq --arg rootfs "$rootfs" --arg cg "$2" --argjson ann "${3:-"{}"}" '
+    .root.path = $rootfs | .root.readonly = false | .process.terminal = false
+    | .process.args = ["sleep", "600"] | .linux.cgroupsPath = $cg | .annotations = $ann
+    | .process.capabilities |= with_entries(.value += ["CAP_MKNOD"])
+  ' "$dir/config.json" >"$dir/c.json" && mv "$dir/c.json" "$dir/config.json"
+  echo "$dir"
+}
+# sd_run RT ID CGROUPS_PATH [ANNOTATIONS_JSON]: creates and starts it with --systemd-cgroup.
+sd_run() {
+  local rt=$1 id=$2 dir
+  dir=$(plain_bundle "$id" "$3" "${4:-"{}"}")
+  "$(runtime_bin "$rt")" --systemd-cgroup create --bundle "$dir" "$id" >"$work/$id.out" 2>&1 &&
+    "$(runtime_bin "$rt")" --systemd-cgroup start "$id" >>"$work/$id.out" 2>&1
+}
+# cgroup_of RT ID: the container init's name=systemd cgroup.
+cgroup_of() {
+  local pid
+  pid=$("$(runtime_bin "$1")" state "$2" | jq -r .pid)
+  sed -n 's/^[0-9]*:name=systemd://p' "/proc/$pid/cgroup"
+}
+unit_state() { # UNIT: "ActiveState Slice" as systemd has them
+  systemctl show -p ActiveState -p Slice "$1" | sort | cut -d= -f2 | xargs
+}
+
+# The acting owner's slice (workload.slice) and the kubelet's pod slice, used as sent.
+for rt in cdirun runc; do
+  for case in "workload.slice:$rt:sd-owned-$rt workload.slice /workload.slice/$rt-sd-owned-$rt.scope" \
+    "kubepods-besteffort-pod0a1b.slice:cri-containerd:sd-kube-$rt kubepods-besteffort-pod0a1b.slice /kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0a1b.slice/cri-containerd-sd-kube-$rt.scope"; do
+    read -r path slice want <<<"$case"
+    id=${path##*:}
+    if ! sd_run "$rt" "$id" "$path"; then
+      fail "$rt: $path: creates and starts" "$(cat "$work/$id.out")"
+      continue
+    fi
+    got=$(cgroup_of "$rt" "$id")
+    expect_rt "$rt" "$path: the init is in the scope unit systemd made in $slice" \
+      "$want active $slice" "$got $(unit_state "$(basename "$got")")"
+    "$(runtime_bin "$rt")" delete --force "$id" >/dev/null 2>&1
+  done
+done
+
+# Another owner's slice is refused before anything exists: no unit, no cgroup, no state.
+id=sd-foreign
+dir=$(plain_bundle "$id" "pact.slice:cdirun:$id")
+cp "$dir/config.json" "$work/foreign.json"
+if "$cdirun" --systemd-cgroup create --bundle "$dir" "$id" >"$work/$id.out" 2>&1; then
+  fail "another owner's slice (pact.slice) is refused" "$(cat "$work/$id.out")"
+else
+  expect "the refusal names the slice and its owner" "yes" \
+    "$(grep -q 'pact.slice' "$work/$id.out" && grep -q 'pact' "$work/$id.out" && echo yes)"
+  expect "a refused slice leaves no unit, no cgroup, no state and config.json as it was" \
+    "inactive none none same" \
+    "$(systemctl is-active "cdirun-$id.scope") \
+$(find /sys/fs/cgroup -path "*$id*" 2>/dev/null | head -n 1 | grep -q . && echo some || echo none) \
+$("$cdirun" list -q | grep -qx "$id" && echo some || echo none) \
+$(cmp -s "$dir/config.json" "$work/foreign.json" && echo same || echo changed)"
+fi
+
+# pause and resume through the unit's freezer.
+for rt in cdirun runc; do
+  id=sd-pause-$rt
+  if ! sd_run "$rt" "$id" "workload.slice:$rt:$id"; then
+    fail "$rt: pause container starts" "$(cat "$work/$id.out")"
+    continue
+  fi
+  cg=$(cgroup_of "$rt" "$id")
+  "$(runtime_bin "$rt")" pause "$id"
+  paused="$("$(runtime_bin "$rt")" state "$id" | jq -r .status) $(cat "/sys/fs/cgroup/freezer$cg/freezer.state")"
+  "$(runtime_bin "$rt")" resume "$id"
+  resumed="$("$(runtime_bin "$rt")" state "$id" | jq -r .status) $(cat "/sys/fs/cgroup/freezer$cg/freezer.state")"
+  expect_rt "$rt" "pause freezes the scope, resume thaws it" "paused FROZEN running THAWED" "$paused $resumed"
+  "$(runtime_bin "$rt")" delete --force "$id" >/dev/null 2>&1
+done
+
+# A GPU from a CDI spec (NVIDIA's kind, 195:0 with no /dev/char link) keeps working across a
+# daemon-reload: the failure NVIDIA documents as "Failed to initialize NVML: Unknown Error".
+mkdir -p /etc/cdi
+cat >/etc/cdi/systemd-suite.yaml <<'SPEC'
+cdiVersion: "0.6.0"
+kind: nvidia.com/gpu
+devices:
+  - name: "0"
+    containerEdits:
+      deviceNodes:
+        - path: /dev/nvidia0
+containerEdits:
+  env:
+    - NVIDIA_SUITE=1
+SPEC
+id=sd-cdi
+if ! sd_run cdirun "$id" "workload.slice:cdirun:$id" '{"cdi.k8s.io/gpu": "nvidia.com/gpu=0"}'; then
+  fail "a CDI GPU container starts" "$(cat "$work/$id.out")"
+else
+  want="nvidia0=allowed gpu-other=denied disk0=denied "
+  cdi_probe() {
+    "$cdirun" exec "$id" sh -c "
+      mknod /dev/disk0 b $disk 2>/dev/null; mknod /dev/gpu-other c 195 1 2>/dev/null
+      $probe_script" sh /dev/nvidia0 /dev/gpu-other /dev/disk0 2>&1
+  }
+  expect "CDI GPU: opens, another GPU and the disk are denied" "$want" "$(cdi_probe)"
+  # An open loop across the reload, as a CUDA process holds on: every open must succeed.
+  "$cdirun" exec -d "$id" sh -c 'n=0; while [ $n -lt 100 ]; do
+      if dd if=/dev/nvidia0 of=/dev/null bs=1 count=1 2>&1 | grep -q "not permitted"; then echo denied >>/tmp/loop; fi
+      n=$((n + 1)); echo $n >/tmp/count; sleep 0.02; done; echo done >>/tmp/loop'
+  systemctl daemon-reload
+  for _ in $(seq 100); do "$cdirun" exec "$id" grep -q done /tmp/loop 2>/dev/null && break; sleep 0.1; done
+  expect "CDI GPU: no open is denied during and after daemon-reload" "done" \
+    "$("$cdirun" exec "$id" cat /tmp/loop 2>&1)"
+  expect "CDI GPU: the same access after daemon-reload" "$want" "$(cdi_probe)"
+  "$cdirun" delete --force "$id" >/dev/null 2>&1
+fi
+rm -f /etc/cdi/systemd-suite.yaml
+
+# containerd inside this systemd: ctr's runc shim with cdirun as its binary and the systemd
+# cgroup driver (the options a runtime handler's BinaryName and SystemdCgroup set).
+if ! command -v containerd >/dev/null; then
+  fail "containerd is installed in the guest"
+else
+  cd_dir=$work/containerd
+  mkdir -p "$cd_dir"
+  cat >"$cd_dir/config.toml" <<TOML
+version = 2
+root = "$cd_dir/root"
+state = "$cd_dir/state"
+[grpc]
+  address = "$cd_dir/sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+TOML
+  containerd --config "$cd_dir/config.toml" >"$cd_dir/log" 2>&1 &
+  cd_pid=$!
+  for _ in $(seq 100); do [ -S "$cd_dir/sock" ] && break; sleep 0.1; done
+  ctr=(ctr --address "$cd_dir/sock" -n suite)
+  if "${ctr[@]}" run -d --rootfs "$rootfs" --runc-binary "$cdirun" --runc-systemd-cgroup \
+    --cgroup "workload.slice:cri-containerd:sd-ctr" sd-ctr sleep 600 >"$work/ctr.out" 2>&1; then
+    pid=$("${ctr[@]}" task ls | awk '$1 == "sd-ctr" {print $2}')
+    cg=$(sed -n 's/^[0-9]*:name=systemd://p' "/proc/$pid/cgroup")
+    expect "containerd: the container runs in its scope unit under workload.slice" \
+      "/workload.slice/cri-containerd-sd-ctr.scope active workload.slice" \
+      "$cg $(unit_state "$(basename "$cg")")"
+    "${ctr[@]}" task kill -s KILL sd-ctr >/dev/null 2>&1
+    for _ in $(seq 50); do "${ctr[@]}" task ls | grep -q sd-ctr || break; "${ctr[@]}" task delete sd-ctr >/dev/null 2>&1; sleep 0.1; done
+    "${ctr[@]}" container delete sd-ctr >/dev/null 2>&1
+    for _ in $(seq 50); do systemctl is-active -q cri-containerd-sd-ctr.scope || break; sleep 0.1; done
+    expect "containerd: the unit is gone once the task is deleted" "inactive" \
+      "$(systemctl is-active cri-containerd-sd-ctr.scope)"
+  else
+    fail "containerd: ctr run with cdirun and the systemd cgroup driver" "$(cat "$work/ctr.out")"
+  fi
+  kill "$cd_pid" 2>/dev/null
+  wait "$cd_pid" 2>/dev/null
+fi
+
 echo "$passed passed, $failed failed"
 ((failed == 0))
