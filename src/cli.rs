@@ -258,6 +258,82 @@ pub enum CdiCommand {
     List,
     /// Check CDI spec files (default: every spec in the spec dirs); exits non-zero on problems.
     Validate(ValidateArgs),
+    /// Write CDI specs for the host's GPUs, read from sysfs, procfs and the linker cache.
+    Generate(GenerateArgs),
+}
+
+/// Which vendor's GPUs `cdi generate` looks for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenerateVendor {
+    Nvidia,
+    Amd,
+    Intel,
+    All,
+}
+
+/// A spec file format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The vendor whose GPUs to describe; `all` writes a spec for each vendor found.
+    #[arg(long, value_enum, default_value = "all")]
+    pub vendor: GenerateVendor,
+    /// `-` for stdout, a spec file (.yaml or .json), or a spec dir to write
+    /// `cdirun-<vendor>.<format>` into.
+    #[arg(short, long, default_value = "-", value_name = "FILE|DIR|-")]
+    pub output: PathBuf,
+    /// Spec format (default: the output file's extension, else yaml).
+    #[arg(long, value_enum)]
+    pub format: Option<SpecFormat>,
+    /// Replace a spec file another tool wrote.
+    #[arg(long)]
+    pub force: bool,
+    /// The cdirun-hook program the specs' hooks run.
+    #[arg(long, value_name = "PATH", default_value = crate::cdi::generate::DEFAULT_HOOK)]
+    pub hook_path: String,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Where the host's trees are read from (a node's root seen from a container, or test trees).
+#[derive(Args, Debug, Clone)]
+pub struct HostArgs {
+    /// Read every tree below this root (its sys, proc, dev and etc/ld.so.cache).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// sysfs (default: HOST_ROOT/sys).
+    #[arg(long, value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
+    /// procfs (default: HOST_ROOT/proc).
+    #[arg(long, value_name = "DIR")]
+    pub procfs: Option<PathBuf>,
+    /// The device dir (default: HOST_ROOT/dev).
+    #[arg(long, value_name = "DIR")]
+    pub dev: Option<PathBuf>,
+    /// The linker cache (default: HOST_ROOT/etc/ld.so.cache); its paths are read under HOST_ROOT.
+    #[arg(long, value_name = "FILE")]
+    pub ldcache: Option<PathBuf>,
+}
+
+impl HostArgs {
+    pub fn host(&self) -> crate::cdi::generate::Host {
+        let mut host = crate::cdi::generate::Host::under(&self.host_root);
+        let pick = |given: &Option<PathBuf>, default: &mut PathBuf| {
+            if let Some(given) = given {
+                *default = given.clone();
+            }
+        };
+        pick(&self.sysfs, &mut host.sysfs);
+        pick(&self.procfs, &mut host.procfs);
+        pick(&self.dev, &mut host.dev);
+        pick(&self.ldcache, &mut host.ldcache);
+        host
+    }
 }
 
 #[derive(Args, Debug)]

@@ -162,6 +162,7 @@ fn dispatch(opts: Opts) -> Result<i32> {
         Command::Cdi(args) => match args.command {
             CdiCommand::List => done(commands::cdi_list::list()),
             CdiCommand::Validate(args) => commands::cdi_validate::validate(args),
+            CdiCommand::Generate(args) => done(commands::cdi_generate::generate(args)),
         },
         Command::Explain(args) => done(commands::explain::explain(args, &globals)),
     }

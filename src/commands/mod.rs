@@ -1,5 +1,6 @@
 //! One file per verb; each is a short delegation to libcontainer. Helpers they share live here.
 
+pub mod cdi_generate;
 pub mod cdi_list;
 pub mod cdi_validate;
 pub mod create;
