@@ -244,6 +244,24 @@ pub enum Command {
     Cdi(CdiArgs),
     /// Print what `create` would change in a bundle's config.json, without creating anything.
     Explain(ExplainArgs),
+    /// Check the node: cgroups, CDI specs and their devices, GPU claims, MPS, hooks.d, clients.
+    Doctor(DoctorArgs),
+}
+
+/// `doctor`'s output.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// text: one line per check; json: one object for monitoring.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DoctorFormat,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 #[derive(Args, Debug)]

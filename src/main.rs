@@ -165,6 +165,7 @@ fn dispatch(opts: Opts) -> Result<i32> {
             CdiCommand::Generate(args) => done(commands::cdi_generate::generate(args)),
         },
         Command::Explain(args) => done(commands::explain::explain(args, &globals)),
+        Command::Doctor(args) => commands::doctor::doctor(args, &globals),
     }
 }
 
@@ -192,7 +193,9 @@ fn container_id(command: &Command) -> Option<&str> {
             | CommonCmd::Checkpointt(_) => return None,
         },
         Command::Explain(args) => &args.id,
-        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) => return None,
+        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) | Command::Doctor(_) => {
+            return None;
+        }
     };
     Some(id)
 }

@@ -5,6 +5,7 @@ pub mod cdi_list;
 pub mod cdi_validate;
 pub mod create;
 pub mod delete;
+pub mod doctor;
 pub mod events;
 pub mod exec;
 pub mod executor;
