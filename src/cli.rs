@@ -260,8 +260,22 @@ pub struct DoctorArgs {
     /// text: one line per check; json: one object for monitoring.
     #[arg(long, value_enum, default_value = "text")]
     pub format: DoctorFormat,
-    #[command(flatten)]
-    pub host: HostArgs,
+    /// Read procfs, /run and the client configurations below this root.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// procfs (default: HOST_ROOT/proc): the mount table and the NVIDIA driver version.
+    #[arg(long, value_name = "DIR")]
+    pub procfs: Option<PathBuf>,
+}
+
+impl DoctorArgs {
+    pub fn host(&self) -> crate::cdi::generate::Host {
+        let mut host = crate::cdi::generate::Host::under(&self.host_root);
+        if let Some(procfs) = &self.procfs {
+            host.procfs = procfs.clone();
+        }
+        host
+    }
 }
 
 #[derive(Args, Debug)]

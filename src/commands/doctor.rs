@@ -10,7 +10,7 @@ use crate::doctor::{self, Inputs, Status};
 
 pub fn doctor(args: DoctorArgs, globals: &super::Globals) -> Result<i32> {
     let config = Config::load(std::env::var_os(config::ENV_VAR).as_deref());
-    let host = args.host.host();
+    let host = args.host();
     let checks = doctor::run(&Inputs {
         config: &config,
         host: &host,

@@ -144,3 +144,62 @@ pub fn generate(host: &Host) -> Result<Generated, GenerateError> {
         warnings,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let host = Host::under(dir.path());
+        (dir, host)
+    }
+
+    #[test]
+    fn a_gpu_node_without_a_render_minor_is_named() {
+        let (dir, host) = host_with(&[
+            ("sys/class/kfd/kfd/topology/nodes/1/gpu_id", "17\n"),
+            (
+                "sys/class/kfd/kfd/topology/nodes/1/properties",
+                "simd_count 4\n",
+            ),
+        ]);
+        let err = gpus(&host).unwrap_err().to_string();
+        let file = dir
+            .path()
+            .join("sys/class/kfd/kfd/topology/nodes/1/properties");
+        assert_eq!(err, format!("{}: no drm_render_minor line", file.display()));
+    }
+
+    #[test]
+    fn cpu_nodes_are_skipped_and_gpus_kept_in_node_order() {
+        let (_dir, host) = host_with(&[
+            ("sys/class/kfd/kfd/topology/nodes/0/gpu_id", "0\n"),
+            (
+                "sys/class/kfd/kfd/topology/nodes/0/properties",
+                "drm_render_minor 0\n",
+            ),
+            ("sys/class/kfd/kfd/topology/nodes/10/gpu_id", "5\n"),
+            (
+                "sys/class/kfd/kfd/topology/nodes/10/properties",
+                "drm_render_minor 138\n",
+            ),
+            ("sys/class/kfd/kfd/topology/nodes/2/gpu_id", "6\n"),
+            (
+                "sys/class/kfd/kfd/topology/nodes/2/properties",
+                "drm_render_minor 130\n",
+            ),
+        ]);
+        let minors: Vec<u32> = gpus(&host)
+            .unwrap()
+            .iter()
+            .map(|g| g.render_minor)
+            .collect();
+        assert_eq!(minors, [130, 138]);
+    }
+}
