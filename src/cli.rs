@@ -303,6 +303,13 @@ pub enum GenerateVendor {
     All,
 }
 
+/// A hook `cdi generate` can leave out.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisabledHook {
+    Ldcache,
+    Symlinks,
+}
+
 /// A spec file format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpecFormat {
@@ -328,6 +335,10 @@ pub struct GenerateArgs {
     /// The cdirun-hook program the specs' hooks run.
     #[arg(long, value_name = "PATH", default_value = crate::cdi::generate::DEFAULT_HOOK)]
     pub hook_path: String,
+    /// Leave a hook out of the specs (repeatable): `ldcache` for images without ldconfig
+    /// (musl, busybox), `symlinks` for the libcuda.so and /dev/dri/by-path links.
+    #[arg(long, value_enum, value_name = "HOOK")]
+    pub disable_hook: Vec<DisabledHook>,
     #[command(flatten)]
     pub host: HostArgs,
 }

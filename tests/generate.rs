@@ -515,3 +515,113 @@ fn a_generated_spec_injects_nodes_libraries_and_hooks_into_a_real_container() {
     );
     runtime.assert_gone(&id);
 }
+
+#[test]
+fn disabled_hooks_are_left_out_and_an_image_without_ldconfig_runs() {
+    common::require_root_and_busybox();
+    let tree = Tree::new();
+    tree.nvidia();
+    let spec = generated(&tree, &["--vendor", "nvidia", "--disable-hook", "ldcache"]);
+    let hooks: Vec<&str> = spec["containerEdits"]["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["args"][1].as_str().unwrap())
+        .collect();
+    assert_eq!(hooks, ["symlinks"]);
+    // Without ldconfig in the container, the symlinks hook makes the soname links too.
+    let lib = |file: &str, soname: &str| format!("{file}.so.{DRIVER}::/{LIB_DIR}/{soname}");
+    assert_eq!(
+        spec["containerEdits"]["hooks"][0]["args"],
+        json!([
+            "cdirun-hook",
+            "symlinks",
+            "--link",
+            lib("libcuda", "libcuda.so.1"),
+            "--link",
+            format!("libcuda.so.1::/{LIB_DIR}/libcuda.so"),
+            "--link",
+            lib("libnvidia-ml", "libnvidia-ml.so.1"),
+            "--link",
+            lib("libnvidia-ptxjitcompiler", "libnvidia-ptxjitcompiler.so.1"),
+            "--link",
+            format!("libvdpau_nvidia.so.{DRIVER}::/{LIB_DIR}/vdpau/libvdpau_nvidia.so.1"),
+        ])
+    );
+    let none = generated(
+        &tree,
+        &[
+            "--vendor",
+            "nvidia",
+            "--disable-hook",
+            "ldcache",
+            "--disable-hook",
+            "symlinks",
+        ],
+    );
+    assert_eq!(none["containerEdits"].get("hooks"), None, "{none}");
+    assert!(
+        none["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["containerEdits"].get("hooks").is_none()),
+        "{none}"
+    );
+
+    // A busybox image has no ldconfig: with the ldcache hook left out, the container runs.
+    let specs = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let hook = hook_bin();
+    let spec_file = specs.path().join("cdirun-nvidia.yaml");
+    let out = generate(
+        &tree,
+        &[
+            "--vendor",
+            "nvidia",
+            "--disable-hook",
+            "ldcache",
+            "--hook-path",
+            hook.to_str().unwrap(),
+            "-o",
+            spec_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let config = tempfile::NamedTempFile::new().unwrap();
+    fs::write(
+        config.path(),
+        format!(
+            "state-dir = {:?}\n[cdi]\nspec-dirs = [{:?}]\n",
+            state.path(),
+            specs.path()
+        ),
+    )
+    .unwrap();
+    let bundle = common::Bundle::with_annotations(
+        &[
+            "sh",
+            "-c",
+            "cd /usr/lib/x86_64-linux-gnu; readlink libcuda.so; readlink libcuda.so.1; nvidia-smi; \
+             test -e /sbin/ldconfig || echo no ldconfig",
+        ],
+        &[("cdi.k8s.io/gpu", "nvidia.com/gpu=all")],
+    );
+    let mut runtime = common::Runtime::new();
+    runtime.env.push((
+        "CDIRUN_CONFIG".to_owned(),
+        config.path().to_str().unwrap().to_owned(),
+    ));
+    let id = common::unique_id("gen-nold");
+    let out = runtime.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        common::text(&out.stderr)
+    );
+    assert_eq!(
+        common::text(&out.stdout),
+        format!("libcuda.so.1\nlibcuda.so.{DRIVER}\nGPU 0: fake (UUID: GPU-fake)\nno ldconfig\n")
+    );
+    runtime.assert_gone(&id);
+}

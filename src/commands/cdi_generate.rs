@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::cdi::Registry;
-use crate::cdi::generate::{self, Format, Generated, Options, Vendor};
+use crate::cdi::generate::{self, Format, Generated, HookKind, Options, Vendor};
 use crate::cdi::registry::LoadProblem;
 use crate::cdi::spec;
-use crate::cli::{GenerateArgs, GenerateVendor, SpecFormat};
+use crate::cli::{DisabledHook, GenerateArgs, GenerateVendor, SpecFormat};
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let host = args.host.host();
@@ -22,6 +22,14 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     };
     let options = Options {
         hook: args.hook_path.clone(),
+        disabled: args
+            .disable_hook
+            .iter()
+            .map(|h| match h {
+                DisabledHook::Ldcache => HookKind::Ldcache,
+                DisabledHook::Symlinks => HookKind::Symlinks,
+            })
+            .collect(),
     };
     let generated = generate::generate(&host, &vendors, &options)?;
     for one in &generated {

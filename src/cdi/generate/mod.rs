@@ -113,14 +113,26 @@ pub struct Generated {
 pub struct Options {
     /// The `cdirun-hook` program the specs' hooks run (a host path).
     pub hook: String,
+    /// Hooks left out of the specs.
+    pub disabled: Vec<HookKind>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             hook: DEFAULT_HOOK.to_owned(),
+            disabled: Vec::new(),
         }
     }
+}
+
+/// The `cdirun-hook` subcommands generated specs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    /// `ldcache`: needs ldconfig in the image, so musl and busybox images fail with it.
+    Ldcache,
+    /// `symlinks`: the libcuda.so and /dev/dri/by-path links.
+    Symlinks,
 }
 
 /// Specs for `vendors`. A vendor asked for by name that has no GPU on the host is an error;
@@ -271,7 +283,7 @@ fn hook(options: &Options, args: &[String]) -> Hook {
 
 /// A `cdirun-hook symlinks` hook for `links` (TARGET::LINK each); none when there are none.
 fn symlinks_hook(options: &Options, links: &[String]) -> Option<Hook> {
-    if links.is_empty() {
+    if links.is_empty() || options.disabled.contains(&HookKind::Symlinks) {
         return None;
     }
     let mut args = vec!["symlinks".to_owned()];

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::{
-    GenerateError, Generated, Host, MODEL_ANNOTATION, Options, PCI_ANNOTATION, Vendor, dir_names,
-    existing_node, hook, ldcache, mount, new_spec, read_optional, read_text, resolve_in,
+    GenerateError, Generated, HookKind, Host, MODEL_ANNOTATION, Options, PCI_ANNOTATION, Vendor,
+    dir_names, existing_node, hook, ldcache, mount, new_spec, read_optional, read_text, resolve_in,
     symlinks_hook,
 };
 use crate::cdi::spec::{ContainerEdits, Device, DeviceNode};
@@ -217,21 +217,25 @@ fn migs(
 }
 
 /// The driver's libraries: every native library in the linker cache whose file, links
-/// resolved under the host root, is named `*.so.<version>`. Paths as the host's root sees them.
+/// resolved under the host root, is named `*.so.<version>`, as paths the host's root sees, with
+/// the sonames the cache knows it by (`libcuda.so.1`).
 pub fn libraries(
     host: &Host,
     version: &str,
     warnings: &mut Vec<String>,
-) -> Result<Vec<PathBuf>, GenerateError> {
+) -> Result<BTreeMap<PathBuf, BTreeSet<String>>, GenerateError> {
     let entries = ldcache::read(&host.ldcache)?;
     let suffix = format!(".so.{version}");
-    let mut found = BTreeSet::new();
+    let mut found: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     for entry in entries.iter().filter(|e| e.is_native()) {
         match resolve_in(&host.root, &entry.path) {
             Ok(resolved) => {
                 let name = resolved.file_name().unwrap_or_default().to_string_lossy();
                 if name.ends_with(&suffix) {
-                    found.insert(resolved);
+                    let sonames = found.entry(resolved.clone()).or_default();
+                    if *name != entry.name {
+                        sonames.insert(entry.name.clone());
+                    }
                 }
             }
             Err(err) if entry.name.contains("nvidia") || entry.name.starts_with("libcuda") => {
@@ -251,7 +255,7 @@ pub fn libraries(
             host.ldcache.display()
         ));
     }
-    Ok(found.into_iter().collect())
+    Ok(found)
 }
 
 /// The driver's programs, GSP firmware for `version` and the persistence daemon's socket,
@@ -428,31 +432,39 @@ pub fn generate(host: &Host, options: &Options) -> Result<Generated, GenerateErr
     }
     let libraries = libraries(host, &version, &mut warnings)?;
     let mut dirs: Vec<PathBuf> = libraries
-        .iter()
+        .keys()
         .filter_map(|lib| lib.parent().map(Path::to_owned))
         .collect();
     dirs.sort();
     dirs.dedup();
-    let links: Vec<String> = libraries
-        .iter()
-        .filter(|lib| {
-            lib.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("libcuda.so."))
-        })
-        .filter_map(|lib| {
-            Some(format!(
+    let ldcache_hook = !dirs.is_empty() && !options.disabled.contains(&HookKind::Ldcache);
+    let mut links = Vec::new();
+    for (lib, sonames) in &libraries {
+        let (Some(dir), Some(name)) = (lib.parent(), lib.file_name()) else {
+            continue;
+        };
+        let name = name.to_string_lossy();
+        // Without the ldcache hook nothing makes the soname links (libcuda.so.1) that
+        // programs load: the symlinks hook makes them, as ldconfig would.
+        if !ldcache_hook {
+            for soname in sonames {
+                links.push(format!("{name}::{}", dir.join(soname).display()));
+            }
+        }
+        if name.starts_with("libcuda.so.") {
+            links.push(format!(
                 "libcuda.so.1::{}",
-                lib.parent()?.join("libcuda.so").display()
-            ))
-        })
-        .collect();
-    let mut files = libraries.clone();
+                dir.join("libcuda.so").display()
+            ));
+        }
+    }
+    let mut files: Vec<PathBuf> = libraries.keys().cloned().collect();
     files.extend(driver_files(host, &version)?);
     files.sort();
     files.dedup();
     edits.mounts = files.iter().map(|f| mount(host, f)).collect();
     edits.hooks.extend(symlinks_hook(options, &links));
-    if !dirs.is_empty() {
+    if ldcache_hook {
         let mut args = vec!["ldcache".to_owned()];
         for dir in &dirs {
             args.push("--folder".to_owned());
