@@ -54,3 +54,8 @@ echo "cdirun explain (what create will change):"
 echo
 echo "cdirun run:"
 "$cdirun" run --bundle "$work/bundle" cdirun-demo
+echo
+echo "cdirun doctor (the node as an operator sees it; the demo spec is one of the specs checked):"
+status=0
+"$cdirun" doctor || status=$?
+echo "doctor exit status: $status (non-zero when a check fails)"

@@ -244,6 +244,38 @@ pub enum Command {
     Cdi(CdiArgs),
     /// Print what `create` would change in a bundle's config.json, without creating anything.
     Explain(ExplainArgs),
+    /// Check the node: cgroups, CDI specs and their devices, GPU claims, MPS, hooks.d, clients.
+    Doctor(DoctorArgs),
+}
+
+/// `doctor`'s output.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// text: one line per check; json: one object for monitoring.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DoctorFormat,
+    /// Read procfs, /run and the client configurations below this root.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// procfs (default: HOST_ROOT/proc): the mount table and the NVIDIA driver version.
+    #[arg(long, value_name = "DIR")]
+    pub procfs: Option<PathBuf>,
+}
+
+impl DoctorArgs {
+    pub fn host(&self) -> crate::cdi::generate::Host {
+        let mut host = crate::cdi::generate::Host::under(&self.host_root);
+        if let Some(procfs) = &self.procfs {
+            host.procfs = procfs.clone();
+        }
+        host
+    }
 }
 
 #[derive(Args, Debug)]
@@ -258,6 +290,93 @@ pub enum CdiCommand {
     List,
     /// Check CDI spec files (default: every spec in the spec dirs); exits non-zero on problems.
     Validate(ValidateArgs),
+    /// Write CDI specs for the host's GPUs, read from sysfs, procfs and the linker cache.
+    Generate(GenerateArgs),
+}
+
+/// Which vendor's GPUs `cdi generate` looks for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenerateVendor {
+    Nvidia,
+    Amd,
+    Intel,
+    All,
+}
+
+/// A hook `cdi generate` can leave out.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisabledHook {
+    Ldcache,
+    Symlinks,
+}
+
+/// A spec file format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The vendor whose GPUs to describe; `all` writes a spec for each vendor found.
+    #[arg(long, value_enum, default_value = "all")]
+    pub vendor: GenerateVendor,
+    /// `-` for stdout, a spec file (.yaml or .json), or a spec dir to write
+    /// `cdirun-<vendor>.<format>` into.
+    #[arg(short, long, default_value = "-", value_name = "FILE|DIR|-")]
+    pub output: PathBuf,
+    /// Spec format (default: the output file's extension, else yaml).
+    #[arg(long, value_enum)]
+    pub format: Option<SpecFormat>,
+    /// Replace a spec file another tool wrote.
+    #[arg(long)]
+    pub force: bool,
+    /// The cdirun-hook program the specs' hooks run.
+    #[arg(long, value_name = "PATH", default_value = crate::cdi::generate::DEFAULT_HOOK)]
+    pub hook_path: String,
+    /// Leave a hook out of the specs (repeatable): `ldcache` for images without ldconfig
+    /// (musl, busybox), `symlinks` for the libcuda.so and /dev/dri/by-path links.
+    #[arg(long, value_enum, value_name = "HOOK")]
+    pub disable_hook: Vec<DisabledHook>,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Where the host's trees are read from (a node's root seen from a container, or test trees).
+#[derive(Args, Debug, Clone)]
+pub struct HostArgs {
+    /// Read every tree below this root (its sys, proc, dev and etc/ld.so.cache).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// sysfs (default: HOST_ROOT/sys).
+    #[arg(long, value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
+    /// procfs (default: HOST_ROOT/proc).
+    #[arg(long, value_name = "DIR")]
+    pub procfs: Option<PathBuf>,
+    /// The device dir (default: HOST_ROOT/dev).
+    #[arg(long, value_name = "DIR")]
+    pub dev: Option<PathBuf>,
+    /// The linker cache (default: HOST_ROOT/etc/ld.so.cache); its paths are read under HOST_ROOT.
+    #[arg(long, value_name = "FILE")]
+    pub ldcache: Option<PathBuf>,
+}
+
+impl HostArgs {
+    pub fn host(&self) -> crate::cdi::generate::Host {
+        let mut host = crate::cdi::generate::Host::under(&self.host_root);
+        let pick = |given: &Option<PathBuf>, default: &mut PathBuf| {
+            if let Some(given) = given {
+                *default = given.clone();
+            }
+        };
+        pick(&self.sysfs, &mut host.sysfs);
+        pick(&self.procfs, &mut host.procfs);
+        pick(&self.dev, &mut host.dev);
+        pick(&self.ldcache, &mut host.ldcache);
+        host
+    }
 }
 
 #[derive(Args, Debug)]

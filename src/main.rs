@@ -181,8 +181,10 @@ fn dispatch(opts: Opts) -> Result<i32> {
         Command::Cdi(args) => match args.command {
             CdiCommand::List => done(commands::cdi_list::list()),
             CdiCommand::Validate(args) => commands::cdi_validate::validate(args),
+            CdiCommand::Generate(args) => done(commands::cdi_generate::generate(args)),
         },
         Command::Explain(args) => done(commands::explain::explain(args, &globals)),
+        Command::Doctor(args) => commands::doctor::doctor(args, &globals),
     }
 }
 
@@ -210,7 +212,9 @@ fn container_id(command: &Command) -> Option<&str> {
             | CommonCmd::Checkpointt(_) => return None,
         },
         Command::Explain(args) => &args.id,
-        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) => return None,
+        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) | Command::Doctor(_) => {
+            return None;
+        }
     };
     Some(id)
 }

@@ -1,9 +1,11 @@
 //! One file per verb; each is a short delegation to libcontainer. Helpers they share live here.
 
+pub mod cdi_generate;
 pub mod cdi_list;
 pub mod cdi_validate;
 pub mod create;
 pub mod delete;
+pub mod doctor;
 pub mod events;
 pub mod exec;
 pub mod executor;
