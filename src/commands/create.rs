@@ -92,8 +92,10 @@ impl Init<'_> {
             }
         };
         let leftovers = placement.dirs_to_create();
-        let built = placement
-            .stay_in_scope()
+        let trail = CgroupTrail::new(&globals.root, id);
+        let built = trail
+            .write(&leftovers)
+            .and_then(|()| placement.stay_in_scope())
             .and_then(|stay| {
                 let built = self.save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver);
                 stay.map(cgroup::Stay::leave).transpose()?;
@@ -116,6 +118,7 @@ impl Init<'_> {
                         .context("container has no init pid after create")?;
                     finish.apply(pid.as_raw(), &rootfs)?;
                     record.save(&container_dir)?;
+                    trail.remove();
                     pause_at("recorded");
                     Ok(())
                 });
@@ -138,6 +141,7 @@ impl Init<'_> {
             Err(err) => {
                 placement.remove_nested();
                 undo(&container_dir, &leftovers);
+                trail.remove();
                 if let Err(restore_err) = on_disk.restore(&bundle) {
                     tracing::warn!("cannot restore the bundle's config.json: {restore_err}");
                 }
@@ -474,6 +478,59 @@ fn cgroup_path(path: &Path) -> Result<cgroup::CgroupPath> {
 }
 
 /// Removes what a failed create may have left: the state dir and the cgroup dirs it made.
+/// The cgroup directories a create is about to make, kept in cdirun's root from before it makes
+/// the first (cdirun stands in them while libcontainer forks: see [`cgroup::Stay`]) until the
+/// container's record holds them. A create killed before libcontainer wrote its state leaves
+/// this trail for `delete --force` to clean up by. Named `<id>@cgroups`: no id holds an `@`.
+pub struct CgroupTrail {
+    path: PathBuf,
+}
+
+impl CgroupTrail {
+    pub fn new(root: &Path, id: &str) -> Self {
+        Self {
+            path: root.join(format!("{id}@cgroups")),
+        }
+    }
+
+    fn write(&self, dirs: &[PathBuf]) -> Result<()> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        if let Some(root) = self.path.parent() {
+            std::fs::create_dir_all(root)
+                .with_context(|| format!("cannot create root directory {}", root.display()))?;
+        }
+        let text = serde_json::to_string(dirs).context("cannot encode the cgroup trail")?;
+        // Whole or absent: written aside, then renamed over.
+        let mut aside = self.path.clone().into_os_string();
+        aside.push(".new");
+        std::fs::write(&aside, text)
+            .and_then(|()| std::fs::rename(&aside, &self.path))
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// Removes the directories the trail names that are still there and empty, then the trail.
+    pub fn clean(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return;
+        };
+        let dirs: Vec<PathBuf> = serde_json::from_str(&text).unwrap_or_default();
+        for (dir, err) in cgroup::remove_dirs(&dirs) {
+            tracing::warn!("cannot remove cgroup {}: {err}", dir.display());
+        }
+        self.remove();
+    }
+
+    pub fn remove(&self) {
+        if let Err(err) = std::fs::remove_file(&self.path) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {err}", self.path.display());
+            }
+        }
+    }
+}
+
 fn undo(container_dir: &Path, cgroup_dirs: &[PathBuf]) {
     if container_dir.exists() {
         if let Err(err) = std::fs::remove_dir_all(container_dir) {

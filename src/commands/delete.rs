@@ -66,6 +66,11 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
     }
     crate::late_hooks::delete(container, force)
         .with_context(|| format!("cannot delete container {:?}", container.id()))?;
+    // A create killed between libcontainer's build and its record left the trail; the cgroup
+    // it names went above.
+    if let Some(root) = dir.parent() {
+        super::create::CgroupTrail::new(root, container.id()).remove();
+    }
     match record {
         // The scope claim names the cgroup removed above: releasing it again would only walk
         // every hierarchy a second time.
@@ -130,6 +135,7 @@ fn wait_until_dead(pid: i32) {
 /// `delete --force` of an id without a state file: a second delete, or a create killed before
 /// libcontainer wrote its state, whose claims and state dir go now.
 fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
+    super::create::CgroupTrail::new(root, id).clean();
     match Record::load(dir)? {
         Some(record) => record.claims.release(&record.state_dir)?,
         None => release_unrecorded(root, id)?,
