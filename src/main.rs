@@ -164,6 +164,7 @@ fn dispatch(opts: Opts) -> Result<i32> {
             CdiCommand::Validate(args) => commands::cdi_validate::validate(args),
         },
         Command::Explain(args) => done(commands::explain::explain(args, &globals)),
+        Command::Install(args) => done(commands::install::install(args, &globals)),
     }
 }
 
@@ -191,7 +192,9 @@ fn container_id(command: &Command) -> Option<&str> {
             | CommonCmd::Checkpointt(_) => return None,
         },
         Command::Explain(args) => &args.id,
-        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) => return None,
+        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) | Command::Install(_) => {
+            return None;
+        }
     };
     Some(id)
 }
