@@ -64,6 +64,50 @@ fn invalid_spec_fails_create_and_leaves_no_state_or_cgroup() {
     rt.assert_gone(&id);
 }
 
+/// Regression: Docker's `--privileged` on a host whose bounding set lacks a capability failed
+/// with libcontainer's bare "failed syscall". A capability cdirun itself cannot have is refused
+/// by name before anything is created; the same config works where cdirun has it.
+#[test]
+fn capabilities_outside_the_bounding_set_are_named() {
+    use std::os::unix::process::CommandExt as _;
+    const CAP_SYSLOG: libc::c_ulong = 34; // capability.h; the libc crate does not name it
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|spec| {
+        let caps = serde_json::json!(["CAP_CHOWN", "CAP_SYSLOG"]);
+        spec["process"]["capabilities"] = serde_json::json!({
+            "bounding": caps, "effective": caps, "permitted": caps});
+    });
+    let id = unique_id("capbnd");
+    let mut cmd = rt.command(&["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    // SAFETY: prctl(2) only changes the child's own bounding set; no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYSLOG, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = common::output_within(cmd, std::time::Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "create with CAP_SYSLOG withheld succeeded"
+    );
+    assert_one_line(&err);
+    assert!(
+        err.contains("process.capabilities: CAP_SYSLOG not in cdirun's own bounding set"),
+        "{err}"
+    );
+    rt.assert_gone(&id);
+    // With the capability in its bounding set the same config creates a container.
+    let id = unique_id("capok");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(ok, "{err}");
+    rt.ok(&["delete", "--force", &id]);
+}
+
 /// An rlimit the init could not set is refused by name before anything is created; one that
 /// raises a hard limit works where cdirun may raise it (CAP_SYS_RESOURCE), as with runc.
 #[test]

@@ -57,6 +57,7 @@ impl Init<'_> {
 
         let on_disk = bundle::Config::load(&bundle)?;
         check_rlimits(&on_disk.source)?;
+        check_capabilities(&on_disk.source)?;
         crate::seccomp::check(&on_disk.source)?;
         // Refused before any edit takes a claim; the mount edit maps the value.
         edit::mounts::root_propagation(&on_disk.source)?;
@@ -261,6 +262,54 @@ fn check_rlimits(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<()> {
                 own.rlim_max
             );
         }
+    }
+    Ok(())
+}
+
+/// Refuses capabilities the init cannot be given: ones this kernel knows that are missing from
+/// cdirun's own bounding set (a host or an outer container withholds them; Docker's
+/// `--privileged` asks for every one). libcontainer's capset would fail with a bare "failed
+/// syscall"; runc fails too ("unable to apply caps: operation not permitted"). Capabilities
+/// the kernel does not know are left to libcontainer, as before.
+fn check_capabilities(spec: &libcontainer::oci_spec::runtime::Spec) -> Result<()> {
+    let Some(wanted) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+    else {
+        return Ok(());
+    };
+    let own = caps::read(None, caps::CapSet::Bounding)
+        .context("cannot read cdirun's own bounding capability set")?;
+    let known = caps::runtime::thread_all_supported();
+    let mut missing = std::collections::BTreeSet::new();
+    let sets = [
+        wanted.bounding(),
+        wanted.effective(),
+        wanted.permitted(),
+        wanted.inheritable(),
+        wanted.ambient(),
+    ];
+    for cap in sets.into_iter().flatten().flatten() {
+        // "CAP_SYS_RESOURCE", as config.json and the caps crate spell it.
+        let Some(name) = serde_json::to_value(cap)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        if let Ok(cap) = name.parse::<caps::Capability>() {
+            if known.contains(&cap) && !own.contains(&cap) {
+                missing.insert(name);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let names = missing.into_iter().collect::<Vec<_>>().join(", ");
+        bail!(
+            "process.capabilities: {names} not in cdirun's own bounding set (the host withholds \
+             them), so the container cannot have them: leave them out of the config"
+        );
     }
     Ok(())
 }
