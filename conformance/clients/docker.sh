@@ -19,7 +19,7 @@ cdirun=$(cdirun_under_test)
 # dockerd's own client: /usr/local/bin may hold a newer docker CLI than this daemon speaks.
 docker_bin=/usr/bin/docker
 for tool in /usr/sbin/dockerd "$docker_bin" /usr/bin/docker-init containerd containerd-shim-runc-v2 \
-  runc script iptables iptables-save ip jq; do
+  runc script iptables iptables-save ip jq busybox /usr/bin/python3 podman md5sum; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (scripts/install-deps.sh test)" >&2; exit 1; }
 done
 
