@@ -11,7 +11,7 @@ set -euo pipefail
 build=(libseccomp-dev libelf-dev zlib1g-dev make pkg-config gcc)
 demo=("${build[@]}" busybox-static jq)
 vm=(mmdebstrap qemu-system-x86 systemd-container e2fsprogs openssh-client jq)
-test=("${demo[@]}" "${vm[@]}" runc crun podman conmon catatonit containerd hyperfine time procps iproute2 uidmap python3-grpcio python3-protobuf protobuf-compiler)
+test=("${demo[@]}" "${vm[@]}" runc crun podman conmon catatonit containerd docker.io tini hyperfine time procps iproute2 uidmap python3-grpcio python3-protobuf protobuf-compiler)
 
 case "${1:-test}" in
   build) wanted=("${build[@]}") ;;

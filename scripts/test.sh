@@ -66,7 +66,7 @@ suite cargo-test cargo test --locked --workspace
 # The OCI runtime-tools validation suite (cdirun only; --compare adds runc and crun).
 suite runtime-tools conformance/runtime-tools.sh
 
-# Real clients driving cdirun: podman, containerd (ctr and CRI), and the .deb installed.
+# Real clients driving cdirun: podman, containerd (ctr and CRI), Docker, and the .deb installed.
 suite clients conformance/clients/run.sh
 
 # A pure cgroup v2 kernel with a booted systemd, under QEMU: device rules with both drivers,

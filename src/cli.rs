@@ -246,6 +246,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check the node: cgroups, CDI specs and their devices, GPU claims, MPS, hooks.d, clients.
     Doctor(DoctorArgs),
+    /// Register cdirun as a runtime in Docker's, containerd's or podman's config file.
+    Install(InstallArgs),
 }
 
 /// `doctor`'s output.
@@ -393,6 +395,28 @@ pub struct ExplainArgs {
     /// The container id the edits would be made for.
     #[arg(long, default_value = "explain")]
     pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// The client whose config file to edit.
+    pub client: crate::install::Client,
+    /// The config file (default: /etc/docker/daemon.json, /etc/containerd/config.toml,
+    /// /etc/containers/containers.conf). Its other settings, owner and mode are kept.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the edited file on stdout instead of writing it.
+    #[arg(long, visible_alias = "print")]
+    pub dry_run: bool,
+    /// The runtime name clients select (`--runtime NAME`, a RuntimeClass handler).
+    #[arg(long, default_value = "cdirun")]
+    pub name: String,
+    /// The cdirun binary to register (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// containerd: set the handler's SystemdCgroup option (systemd as PID 1 only).
+    #[arg(long)]
+    pub systemd_cgroup: bool,
 }
 
 /// Arguments of a verb cdirun does not implement; accepted so the error is cdirun's own.

@@ -174,8 +174,15 @@ pub fn quiet_for_start_hooks(terminal: bool) -> Result<(), HookOutputError> {
         return Ok(()); // not an init cdirun captured (an exec, or a create without hooks)
     }
     let keep = if terminal {
-        nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
-            .map_err(HookOutputError::Redirect)?
+        let keep = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+            .map_err(HookOutputError::Redirect)?;
+        // With a terminal the caller's stderr is not the container's: it is the create's own
+        // output, which containerd's shim reads to its end before it takes the pty master.
+        // Kept open until the exec, it held Docker's `run -it` in create for ever (the start
+        // that would close it never comes).
+        let _ = nix::unistd::close(container);
+        CONTAINER_STDERR.store(-1, Ordering::SeqCst);
+        keep
     } else {
         container
     };

@@ -16,6 +16,7 @@ pub mod hook_failure;
 pub mod hook_output;
 pub mod hook_stage;
 pub mod hooksd;
+pub mod install;
 pub mod late_hooks;
 pub mod log;
 pub mod request;

@@ -185,6 +185,7 @@ fn dispatch(opts: Opts) -> Result<i32> {
         },
         Command::Explain(args) => done(commands::explain::explain(args, &globals)),
         Command::Doctor(args) => commands::doctor::doctor(args, &globals),
+        Command::Install(args) => done(commands::install::install(args, &globals)),
     }
 }
 
@@ -212,7 +213,11 @@ fn container_id(command: &Command) -> Option<&str> {
             | CommonCmd::Checkpointt(_) => return None,
         },
         Command::Explain(args) => &args.id,
-        Command::Checkpoint(_) | Command::Restore(_) | Command::Cdi(_) | Command::Doctor(_) => {
+        Command::Checkpoint(_)
+        | Command::Restore(_)
+        | Command::Cdi(_)
+        | Command::Doctor(_)
+        | Command::Install(_) => {
             return None;
         }
     };

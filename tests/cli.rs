@@ -266,6 +266,54 @@ fn console_socket_receives_the_pty_master() {
     rt.assert_gone(&id);
 }
 
+/// Regression: Docker's `run -it` hung in create. containerd's shim reads the runtime's stdout
+/// and stderr (one pipe) to their end before it takes the pty master, and with a hook (Docker
+/// always adds libnetwork's prestart hook) the init kept cdirun's stderr open until its exec,
+/// which waits for a start that never came.
+#[test]
+fn create_with_a_terminal_and_hooks_closes_its_own_output() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "echo over-the-pty"]);
+    bundle.edit(|spec| {
+        spec["process"]["terminal"] = Value::Bool(true);
+        spec["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
+    });
+    let mut console = ConsoleSocket::listen();
+    let id = unique_id("ttyhook");
+    // Close-on-exec: a copy the child inherited under its own number would hold the pipe open.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut cmd = rt.command(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--console-socket",
+        &console.path(),
+        &id,
+    ]);
+    cmd.stdout(std::fs::File::from(write.try_clone().unwrap()))
+        .stderr(std::fs::File::from(write));
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd); // the command holds its copies of the pipe's write end
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut out = String::new();
+        let _ = std::fs::File::from(read).read_to_string(&mut out);
+        let _ = done.send(out);
+    });
+    let output = finished.recv_timeout(std::time::Duration::from_secs(20));
+    let status = child.wait().unwrap();
+    let output = output.expect("create's stdout and stderr stayed open after it exited");
+    assert!(status.success(), "create failed: {output}");
+    let mut master = console.master();
+    rt.ok(&["start", &id]);
+    let seen = read_pty_until(&mut master, "over-the-pty");
+    assert!(seen.contains("over-the-pty"), "{seen}");
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    rt.assert_gone(&id);
+}
+
 /// podman's `exec -t`: a process.json with a terminal, the pty master over --console-socket.
 #[test]
 fn exec_with_tty_sends_its_pty_over_the_console_socket() {

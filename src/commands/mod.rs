@@ -11,6 +11,7 @@ pub mod exec;
 pub mod executor;
 pub mod explain;
 pub mod features;
+pub mod install;
 pub mod kill;
 pub mod list;
 pub mod pause;

@@ -67,12 +67,14 @@ fn capabilities(spec: &Spec) -> Result<()> {
     let Ok(own) = caps::read(None, CapSet::Permitted) else {
         return Ok(());
     };
+    // A capability this kernel does not know is left to libcontainer, as before.
+    let known = caps::runtime::thread_all_supported();
     let mut missing: Vec<String> = sets
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(to_caps)
-        .filter(|cap| !own.contains(cap))
+        .filter(|cap| known.contains(cap) && !own.contains(cap))
         .map(|cap| cap.to_string())
         .collect();
     missing.sort();

@@ -1,6 +1,7 @@
 //! The create-time edit pipeline: each edit is a small, idempotent change to the OCI spec.
 //!
-//! Order matters and is fixed here: cdi → gpu → mps → hooks → slice → mounts. CDI goes first so
+//! Order matters and is fixed here: nvidia-hook → cdi → gpu → mps → hooks → slice → mounts. The
+//! NVIDIA hook edit drops Docker's `--gpus` hook, whose request CDI serves; CDI goes next so
 //! later edits see the injected devices; the mount fix-ups go last so they cover every mount,
 //! CDI's too. Edits never touch the filesystem except through paths in [`Context`], so they are
 //! unit-tested on temp dirs.
@@ -15,6 +16,7 @@ pub mod gpu;
 pub mod hooks;
 pub mod mounts;
 pub mod mps;
+pub mod nvidia_hook;
 pub mod slice;
 
 use std::path::Path;
@@ -101,6 +103,7 @@ pub trait Edit {
 /// The edits in the order they run.
 pub fn pipeline() -> Vec<Box<dyn Edit>> {
     vec![
+        Box::new(nvidia_hook::NvidiaHook),
         Box::new(cdi::Cdi),
         Box::new(gpu::Gpu),
         Box::new(mps::Mps),
