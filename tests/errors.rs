@@ -496,3 +496,27 @@ fn exec_into_a_missing_cwd_names_the_directory() {
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// runtime-spec: a namespace type listed twice is an error (runc: "duplicated ns"); libcontainer
+/// would take the last one.
+#[test]
+fn a_namespace_listed_twice_is_refused_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|spec| {
+        let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.push(serde_json::json!({"type": "uts"}));
+        namespaces.push(serde_json::json!({"type": "uts"}));
+    });
+    let original = fs::read(bundle.path().join("config.json")).unwrap();
+    let id = unique_id("dupns");
+    let (ok, err) = rt.create(&bundle, &id, &[]);
+    assert!(!ok);
+    assert_one_line(&err);
+    assert!(err.contains("the uts namespace is listed twice"), "{err}");
+    rt.assert_gone(&id);
+    assert_eq!(
+        fs::read(bundle.path().join("config.json")).unwrap(),
+        original
+    );
+}

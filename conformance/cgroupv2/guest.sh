@@ -89,7 +89,7 @@ bundle() {
     .root.path = $rootfs | .process.terminal = false | .process.args = ["sleep", "600"] | .root.readonly = false
     | .process.capabilities |= with_entries(.value += ["CAP_MKNOD"])
     | .annotations = $ann
-    | .linux.namespaces += [{type: "cgroup"}]
+    | .linux.namespaces |= (if any(.type == "cgroup") then . else . + [{type: "cgroup"}] end)
     | .linux.devices = [
         {path: "/dev/nvidia0", type: "c", major: 195, minor: 0, fileMode: 438},
         {path: "/dev/nvidia1", type: "c", major: 195, minor: 1, fileMode: 438}]

@@ -11,6 +11,7 @@ use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 /// The checks `create` makes on the bundle's own config.json.
 pub fn spec(bundle: &Path, spec: &Spec) -> Result<()> {
     rootfs(bundle, spec)?;
+    namespaces(spec)?;
     rlimits(spec)?;
     capabilities(spec)
 }
@@ -35,6 +36,25 @@ fn rootfs(bundle: &Path, spec: &Spec) -> Result<()> {
             )
         }),
     }
+}
+
+/// runtime-spec (config-linux.md, namespaces): a namespace type given twice MUST be an error.
+/// libcontainer takes the last one; runc refuses ("duplicated ns").
+fn namespaces(spec: &Spec) -> Result<()> {
+    let listed = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let mut seen = Vec::new();
+    for namespace in listed.into_iter().flatten() {
+        let typ = namespace.typ();
+        if seen.contains(&typ) {
+            let name = serde_json::to_value(typ)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{typ:?}"));
+            bail!("linux.namespaces: the {name} namespace is listed twice");
+        }
+        seen.push(typ);
+    }
+    Ok(())
 }
 
 /// A capability the init is to hold (effective, permitted, inheritable or ambient) has to be in
@@ -217,6 +237,26 @@ mod tests {
         let names: Vec<String> = own.iter().map(|c| c.to_string()).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         assert!(capabilities(&spec_with_caps(&names, false)).is_ok());
+    }
+
+    #[test]
+    fn a_namespace_listed_twice_is_refused() {
+        let mut value = serde_json::to_value(Spec::default()).unwrap();
+        let listed = value["linux"]["namespaces"].as_array_mut().unwrap();
+        listed.retain(|ns| ns["type"] != "cgroup");
+        listed.push(serde_json::json!({"type": "cgroup"}));
+        let once: Spec = serde_json::from_value(value.clone()).unwrap();
+        assert!(namespaces(&once).is_ok());
+        value["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "cgroup", "path": "/proc/1/ns/cgroup"}));
+        let twice: Spec = serde_json::from_value(value).unwrap();
+        let err = namespaces(&twice).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "linux.namespaces: the cgroup namespace is listed twice"
+        );
     }
 
     #[test]
