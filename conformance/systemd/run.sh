@@ -90,6 +90,8 @@ inside systemctl is-system-running --wait >/dev/null 2>&1 || true
 log "systemd booted under nspawn in $((SECONDS - start)) s: $(inside systemctl is-system-running 2>&1)"
 
 set +e
-inside bash /lab/guest.sh /lab
+# As a service of the booted systemd, the way containerd or kubelet run cdirun on a node: a
+# process nsenter put there stays in this host's cgroup, outside the machine's tree.
+inside systemd-run --quiet --wait --pipe --collect --unit=cdirun-suite bash /lab/guest.sh /lab
 rc=$?
 exit "$rc"

@@ -72,23 +72,21 @@ pub struct Stay {
 }
 
 impl Stay {
-    /// Moves cdirun into `path` in `hierarchies` (creating it there as needed).
+    /// Moves cdirun into `path` in `hierarchies` (creating it there as needed). Where cdirun
+    /// could not come back (it runs in a cgroup outside its own cgroup namespace, as a process
+    /// `nsenter` put into a machine does: `/proc/self/cgroup` says `/../..`), it stays where it
+    /// is and the init is placed after its start, as before.
     pub fn enter(hierarchies: &[&Hierarchy], path: &CgroupPath) -> Result<Self, ScopeError> {
         let own = read(Path::new("/proc/self/cgroup"))?;
-        let pid = std::process::id().to_string();
         let mut stay = Self { back: Vec::new() };
-        for hierarchy in hierarchies {
-            let Some(current) = own_cgroup(&own, hierarchy) else {
-                continue;
-            };
+        let Some(returns) = ways_back(&own, hierarchies) else {
+            return Ok(stay);
+        };
+        let pid = std::process::id().to_string();
+        for (hierarchy, procs) in returns {
             create_in(hierarchy, path)?;
             write(&hierarchy.dir(path).join(PROCS), &pid)?;
-            stay.back.push(
-                hierarchy
-                    .mount
-                    .join(current.trim_start_matches('/'))
-                    .join(PROCS),
-            );
+            stay.back.push(procs);
         }
         Ok(stay)
     }
@@ -118,6 +116,32 @@ impl Drop for Stay {
             tracing::warn!("cannot return to cdirun's own cgroup: {err}");
         }
     }
+}
+
+/// For each of `hierarchies` cdirun stands in, the `cgroup.procs` to return to; `None` when one
+/// is out of reach.
+fn ways_back<'h>(
+    proc_self_cgroup: &str,
+    hierarchies: &[&'h Hierarchy],
+) -> Option<Vec<(&'h Hierarchy, PathBuf)>> {
+    let mut returns = Vec::new();
+    for hierarchy in hierarchies {
+        let Some(current) = own_cgroup(proc_self_cgroup, hierarchy) else {
+            continue;
+        };
+        let outside = Path::new(current)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+        let procs = hierarchy
+            .mount
+            .join(current.trim_start_matches('/'))
+            .join(PROCS);
+        if outside || !procs.is_file() {
+            return None;
+        }
+        returns.push((*hierarchy, procs));
+    }
+    Some(returns)
 }
 
 /// The path `/proc/self/cgroup` gives for `hierarchy`: the `0::` line for cgroup v2, else the
@@ -757,6 +781,19 @@ mod tests {
         assert_eq!(own_cgroup(listing, &named), Some("/init.scope"));
         assert_eq!(own_cgroup(listing, &v2), Some("/init.scope"));
         assert_eq!(own_cgroup(listing, &memory), None);
+    }
+
+    #[test]
+    fn no_stay_where_cdirun_could_not_come_back() {
+        let tree = tempfile::tempdir().unwrap();
+        let v2 = Hierarchy::v2(tree.path());
+        fs::create_dir(tree.path().join("svc")).unwrap();
+        fs::write(tree.path().join("svc").join(PROCS), "").unwrap();
+        let back = ways_back("0::/svc\n", &[&v2]).unwrap();
+        assert_eq!(back, [(&v2, tree.path().join("svc").join(PROCS))]);
+        // Outside its cgroup namespace (nsenter into a machine), or gone.
+        assert_eq!(ways_back("0::/../..\n", &[&v2]), None);
+        assert_eq!(ways_back("0::/gone\n", &[&v2]), None);
     }
 
     fn path(text: &str) -> CgroupPath {
