@@ -272,8 +272,8 @@ TOML
   cd_pid=$!
   for _ in $(seq 100); do [ -S "$cd_dir/sock" ] && break; sleep 0.1; done
   ctr=(ctr --address "$cd_dir/sock" -n suite)
-  if "${ctr[@]}" run -d --rootfs "$rootfs" --runc-binary "$cdirun" --runc-systemd-cgroup \
-    --cgroup "workload.slice:cri-containerd:sd-ctr" sd-ctr sleep 600 >"$work/ctr.out" 2>&1; then
+  if "${ctr[@]}" run -d --rootfs --runc-binary "$cdirun" --runc-systemd-cgroup \
+    --cgroup "workload.slice:cri-containerd:sd-ctr" "$rootfs" sd-ctr /bin/sleep 600 >"$work/ctr.out" 2>&1; then
     pid=$("${ctr[@]}" task ls | awk '$1 == "sd-ctr" {print $2}')
     cg=$(sed -n 's/^[0-9]*:name=systemd://p' "/proc/$pid/cgroup")
     expect "containerd: the container runs in its scope unit under workload.slice" \
