@@ -8,6 +8,7 @@ pub mod claims;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod creation;
 pub mod edit;
 pub mod files;
 pub mod finish;

@@ -13,7 +13,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::Globals;
-use crate::claims::{Claims, Record};
+use crate::claims::{Claim, Claims, Holder, Record};
 use crate::config::{self, Config};
 use crate::{bundle, cgroup, edit};
 
@@ -78,17 +78,39 @@ impl Init<'_> {
         pause_at("edited");
         let rootfs = rootfs_of(&bundle, &spec);
         let finish = crate::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
-        let record = Record {
+        let mut record = Record {
             config: loaded.path.clone(),
             state_dir: loaded.config.state_dir.clone(),
             claims,
         };
 
-        let placement = match Placement::prepare(hierarchies, &record.claims, &loaded.config) {
-            Ok(placement) => placement,
+        let holder = Holder::current(&globals.root, id);
+        let placement =
+            match Placement::prepare(hierarchies, &record.claims, &loaded.config, &holder) {
+                Ok(placement) => placement,
+                Err(err) => {
+                    release(&record.claims.without_scopes(), &loaded.config);
+                    return Err(err.context(format!("cannot create container {id:?}")));
+                }
+            };
+        if let Some(scope) = &placement.scope {
+            // First, so that it is given back last, after the scope is gone.
+            record.claims.0.insert(
+                0,
+                Claim::Cgroup {
+                    path: scope.absolute(),
+                    holder,
+                },
+            );
+        }
+        let mark = match crate::creation::Mark::take(&globals.root, id) {
+            Ok(mark) => mark,
             Err(err) => {
                 release(&record.claims.without_scopes(), &loaded.config);
-                return Err(err.context(format!("cannot create container {id:?}")));
+                return Err(anyhow!(err).context(format!(
+                    "cannot create container {id:?}: cannot write its mark under {}",
+                    globals.root.display()
+                )));
             }
         };
         let leftovers = placement.dirs_to_create();
@@ -129,8 +151,12 @@ impl Init<'_> {
                 }
             });
         match built {
-            Ok(container) => Ok(container),
+            Ok(container) => {
+                mark.finish();
+                Ok(container)
+            }
             Err(err) => {
+                mark.finish();
                 placement.remove_nested();
                 undo(&container_dir, &leftovers);
                 if let Err(restore_err) = on_disk.restore(&bundle) {
@@ -300,7 +326,16 @@ impl Placement {
     /// Creates the acting owner's slices (idempotent; they outlive containers) and the slice
     /// the scope nests in. Runs after the edits, so a refused request has created nothing.
     /// Refuses a scope that already holds processes: see [`Placement::check_alone`].
-    fn prepare(hierarchies: cgroup::Hierarchies, claims: &Claims, config: &Config) -> Result<Self> {
+    ///
+    /// The scope is first taken in the node-wide cgroup ledger, which refuses it when it is,
+    /// lies in or holds another live container's cgroup, naming that container; a failure
+    /// after that gives the entry back.
+    fn prepare(
+        hierarchies: cgroup::Hierarchies,
+        claims: &Claims,
+        config: &Config,
+        holder: &Holder,
+    ) -> Result<Self> {
         let Some((scope, slice)) = claims.scope() else {
             return Ok(Self {
                 hierarchies,
@@ -308,9 +343,35 @@ impl Placement {
             });
         };
         let scope = cgroup_path(scope)?;
+        crate::claims::cgroups::hold(&config.state_dir, &scope, holder)?;
+        let prepared = Self::prepare_held(hierarchies, scope, slice, config);
+        if prepared.is_err() {
+            if let Err(err) =
+                crate::claims::cgroups::release(&config.state_dir, &holder.root, &holder.id)
+            {
+                tracing::warn!("cannot release the cgroup ledger entry: {err}");
+            }
+        }
+        prepared
+    }
+
+    fn prepare_held(
+        hierarchies: cgroup::Hierarchies,
+        scope: cgroup::CgroupPath,
+        slice: Option<&Path>,
+        config: &Config,
+    ) -> Result<Self> {
         let pids = cgroup::Scope::new(&hierarchies, scope.clone()).pids()?;
         if !pids.is_empty() {
             bail!(in_use(&scope, &pids));
+        }
+        // A cgroup above the scope with processes of its own is some container's (another
+        // runtime's, or one whose ledger entry is gone): the scope would be inside it.
+        for ancestor in scope.ancestors() {
+            let pids = cgroup::Scope::new(&hierarchies, ancestor.clone()).own_pids()?;
+            if !pids.is_empty() {
+                bail!(nested_in_use(&scope, &ancestor, &pids));
+            }
         }
         let owners = cgroup::Owners::from_table(&config.slices.owners)?;
         let mut slices = owners.hierarchy_of(&config.owner)?;
@@ -492,6 +553,14 @@ fn in_use(scope: &cgroup::CgroupPath, pids: &[i32]) -> String {
     let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
     format!(
         "cgroup {scope} already holds processes ({}) of another container; every container needs a cgroup of its own",
+        pids.join(" ")
+    )
+}
+
+fn nested_in_use(scope: &cgroup::CgroupPath, parent: &cgroup::CgroupPath, pids: &[i32]) -> String {
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    format!(
+        "cgroup {scope} would be inside cgroup {parent}, which holds processes ({}) of another container; every container needs a cgroup of its own, outside every other container's",
         pids.join(" ")
     )
 }

@@ -51,10 +51,21 @@ fn refuse_unstopped(container: &Container) -> Result<()> {
 /// record (a create killed after libcontainer built the container), what it may hold.
 pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> Result<()> {
     let record = Record::load(dir)?;
+    let root = dir.parent().unwrap_or(dir);
+    let id = container.id().to_owned();
+    // A create that died before its record may have left its intermediate and init running,
+    // perhaps outside every cgroup still: they go first, so that none of them can make the
+    // cgroup again after it is removed.
+    crate::creation::kill_holders(root, &id)
+        .with_context(|| format!("cannot delete container {id:?}"))?;
     // Read before libcontainer removes the state dir. With the systemd driver the cgroup is the
-    // unit's, which systemd removes with everything below it.
+    // unit's, which systemd removes with everything below it. A create killed before
+    // libcontainer wrote its config left the scope in the cgroup ledger.
     let cgroup_path = match container.systemd() {
-        false => YoukiConfig::load(dir).ok().map(|c| c.cgroup_path),
+        false => YoukiConfig::load(dir)
+            .ok()
+            .map(|c| c.cgroup_path)
+            .or_else(|| ledger_scope(record.as_ref(), root, &id)),
         true => None,
     };
     if let Some(path) = &cgroup_path {
@@ -73,12 +84,30 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
             record.claims.without_scopes().release(&record.state_dir)?
         }
         Some(record) => record.claims.release(&record.state_dir)?,
-        None => {
-            let root = dir.parent().unwrap_or(dir);
-            release_unrecorded(root, container.id())?;
-        }
+        None => release_unrecorded(root, &id)?,
     }
     Ok(())
+}
+
+/// The cgroup the ledger names for a container, in the recorded state-dir or, without a
+/// record, the current config's.
+fn ledger_scope(record: Option<&Record>, root: &Path, id: &str) -> Option<std::path::PathBuf> {
+    let state_dir = match record {
+        Some(record) => record.state_dir.clone(),
+        None => {
+            Config::load(std::env::var_os(config::ENV_VAR).as_deref())
+                .ok()?
+                .config
+                .state_dir
+        }
+    };
+    match claims::cgroups::held_by(&state_dir, root, id) {
+        Ok(path) => path,
+        Err(err) => {
+            tracing::warn!("{err}");
+            None
+        }
+    }
 }
 
 /// Kills everything in the container's cgroup and removes it in every hierarchy, the cgroups
@@ -130,7 +159,15 @@ fn wait_until_dead(pid: i32) {
 /// `delete --force` of an id without a state file: a second delete, or a create killed before
 /// libcontainer wrote its state, whose claims and state dir go now.
 fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
-    match Record::load(dir)? {
+    crate::creation::kill_holders(root, id)
+        .with_context(|| format!("cannot delete container {id:?}"))?;
+    let record = Record::load(dir)?;
+    // Killed before libcontainer wrote the state, the create may have made the cgroup and put
+    // its intermediate process there already.
+    if let Some(path) = ledger_scope(record.as_ref(), root, id) {
+        remove_cgroup(&path).with_context(|| format!("cannot delete container {id:?}"))?;
+    }
+    match record {
         Some(record) => record.claims.release(&record.state_dir)?,
         None => release_unrecorded(root, id)?,
     }
