@@ -19,5 +19,6 @@ pub mod hooksd;
 pub mod late_hooks;
 pub mod log;
 pub mod request;
+pub mod rootless;
 pub mod seal;
 pub mod seccomp;

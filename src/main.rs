@@ -1,7 +1,6 @@
 //! cdirun: parse the command line, set up logging, dispatch one verb, turn its result into an
 //! exit status and one error line.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -126,14 +125,19 @@ fn dispatch(opts: Opts) -> Result<i32> {
         seal::ensure()?;
         drop_foreign_listen_fds();
     }
+    let mode = cdirun::rootless::mode(opts.cdirun.rootless.as_deref())?;
     let root = opts
         .global
         .root
-        .unwrap_or_else(|| PathBuf::from(commands::DEFAULT_ROOT));
+        .unwrap_or_else(|| cdirun::rootless::default_root(mode));
     let globals = commands::Globals {
         root: commands::absolute(&root)?,
         systemd_cgroup: opts.global.systemd_cgroup,
+        rootless: mode == cdirun::rootless::Mode::Rootless,
     };
+    if globals.rootless && container_id(&command).is_some() {
+        commands::rootless_cgroups(&globals)?;
+    }
     let done = |result: Result<()>| result.map(|()| 0);
 
     match command {

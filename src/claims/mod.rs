@@ -205,6 +205,10 @@ pub struct Record {
     pub config: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub claims: Claims,
+    /// Rootless without a delegated cgroup: the container has no cgroup of its own, so delete
+    /// and `kill --all` signal its init (the container's pid namespace goes with it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cgroups: bool,
 }
 
 impl Record {
@@ -251,6 +255,7 @@ mod tests {
             config: Some("/etc/cdirun/config.toml".into()),
             state_dir: "/run/s".into(),
             claims: Claims::default(),
+            no_cgroups: false,
         };
         record.save(dir.path()).unwrap();
         assert_eq!(Record::load(dir.path()).unwrap(), Some(record));
@@ -267,6 +272,7 @@ mod tests {
             config: None,
             state_dir: "/run/s".into(),
             claims: Claims(vec![scope]),
+            no_cgroups: true,
         };
         record.save(dir.path()).unwrap();
         let loaded = Record::load(dir.path()).unwrap().unwrap();

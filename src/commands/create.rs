@@ -14,7 +14,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::Globals;
 use crate::claims::{Claim, Claims, Holder, Record};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::{bundle, cgroup, edit};
 
 pub fn create(args: liboci_cli::Create, globals: &Globals) -> Result<()> {
@@ -53,7 +53,7 @@ impl Init<'_> {
             bail!("container {id:?} already exists");
         }
         let bundle = super::absolute(self.bundle)?;
-        let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
+        let loaded = globals.load_config()?;
 
         let on_disk = bundle::Config::load(&bundle)?;
         check_rlimits(&on_disk.source)?;
@@ -63,9 +63,13 @@ impl Init<'_> {
         let hierarchies = cgroup::Hierarchies::discover()
             .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
         let cgroup_driver = cgroup::Driver::for_host(globals.systemd_cgroup, &hierarchies)?;
+        let skip_cgroups = globals.rootless
+            && skip_rootless_cgroups(&hierarchies, &on_disk.source, &loaded.config)?;
         let mut spec = on_disk.source.clone();
         let ctx = edit::Context {
             cgroup_driver,
+            rootless: globals.rootless,
+            skip_cgroups,
             ..edit::Context::new(id, &loaded.config, &globals.root)
         };
         let claims = match edit::apply_all(&mut spec, &ctx) {
@@ -75,13 +79,20 @@ impl Init<'_> {
                 return Err(anyhow!(err).context(format!("cannot prepare container {id:?}")));
             }
         };
+        if skip_cgroups && crate::rootless::cgroups_hidden() {
+            fake_placement(&mut spec, id)?;
+        }
         pause_at("edited");
         let rootfs = rootfs_of(&bundle, &spec);
-        let finish = crate::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
+        let mut finish = crate::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
+        if globals.rootless && has_user_namespace(&spec) {
+            finish.skip_cgroup_mounts();
+        }
         let mut record = Record {
             config: loaded.path.clone(),
             state_dir: loaded.config.state_dir.clone(),
             claims,
+            no_cgroups: skip_cgroups,
         };
 
         let holder = Holder::current(&globals.root, id);
@@ -118,24 +129,26 @@ impl Init<'_> {
             .save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver)
             .and_then(|mut container| {
                 pause_at("built");
-                let finished = placement.place_init(&container).and_then(|()| {
-                    placement.check_alone(&container)?;
-                    pause_at("placed");
-                    placement.apply_oom_setting(&spec)?;
-                    if cgroup_driver.is_systemd() {
-                        placement.enforce_unit_devices(&container, &spec)?;
-                    }
-                    if let Some(unit) = record.claims.unit() {
-                        register_unit(&unit, &container, &spec)?;
-                    }
-                    let pid = container
-                        .pid()
-                        .context("container has no init pid after create")?;
-                    finish.apply(pid.as_raw(), &rootfs)?;
-                    record.save(&container_dir)?;
-                    pause_at("recorded");
-                    Ok(())
-                });
+                let finished = placement
+                    .place_init(&container, globals.rootless)
+                    .and_then(|()| {
+                        placement.check_alone(&container)?;
+                        pause_at("placed");
+                        placement.apply_oom_setting(&spec)?;
+                        if cgroup_driver.is_systemd() {
+                            placement.enforce_unit_devices(&container, &spec)?;
+                        }
+                        if let Some(unit) = record.claims.unit() {
+                            register_unit(&unit, &container, &spec)?;
+                        }
+                        let pid = container
+                            .pid()
+                            .context("container has no init pid after create")?;
+                        finish.apply(pid.as_raw(), &rootfs)?;
+                        record.save(&container_dir)?;
+                        pause_at("recorded");
+                        Ok(())
+                    });
                 match finished {
                     Ok(()) => Ok(container),
                     Err(err) => {
@@ -202,6 +215,64 @@ impl Init<'_> {
             .unwrap_or_default();
         built.map_err(|err| build_error(err, spec, &stderr))
     }
+}
+
+/// Rootless: whether the container's slice (`io.cdirun.slice` or `[slices] default`) is not
+/// delegated to the caller, so that cdirun places nothing and leaves cgroups alone, as runc and
+/// crun do. On a cgroup v1 or hybrid host libcontainer would still write the host's cgroups:
+/// refused unless they are hidden from it (see [`crate::rootless::hide_cgroups`]).
+fn skip_rootless_cgroups(
+    hierarchies: &cgroup::Hierarchies,
+    spec: &libcontainer::oci_spec::runtime::Spec,
+    config: &Config,
+) -> Result<bool> {
+    let annotation = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(edit::slice::SLICE_ANNOTATION));
+    let text = annotation.map_or(config.slices.default.as_str(), |a| a.trim());
+    let slice = cgroup::CgroupPath::parse_slice(text)?;
+    if crate::rootless::delegated(hierarchies, &slice) {
+        return Ok(false);
+    }
+    let v1 = !matches!(hierarchies.layout(), None | Some(cgroup::Layout::V2));
+    if v1 && !crate::rootless::cgroups_hidden() {
+        bail!(
+            "rootless: slice {slice} is not delegated to uid {} (not writable in every cgroup hierarchy), and on this cgroup v1 host libcontainer needs a writable cgroup; delegate it (mkdir and chown it in every hierarchy) or run cdirun in a user namespace, as podman rootless does",
+            nix::unistd::geteuid()
+        );
+    }
+    Ok(true)
+}
+
+fn has_user_namespace(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    use libcontainer::oci_spec::runtime::LinuxNamespaceType;
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
+}
+
+/// Rootless with the host's cgroups hidden: gives the container a cgroupsPath (when the client
+/// sent none) and makes it in the private tmpfs, where libcontainer's v1 manager will "place"
+/// the init.
+fn fake_placement(spec: &mut libcontainer::oci_spec::runtime::Spec, id: &str) -> Result<()> {
+    let linux = spec
+        .linux_mut()
+        .as_mut()
+        .context("config.json has no \"linux\" section; cdirun runs Linux containers only")?;
+    let path = match linux.cgroups_path().as_deref().and_then(Path::to_str) {
+        Some(text) if text.starts_with('/') => cgroup::CgroupPath::parse(text)?,
+        _ => {
+            let path = cgroup::CgroupPath::parse(&format!("/cdirun/{id}"))?;
+            linux.set_cgroups_path(Some(path.absolute()));
+            path
+        }
+    };
+    let hierarchies = cgroup::Hierarchies::discover()
+        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+    crate::rootless::fake_cgroup(&hierarchies, &path)
+        .with_context(|| format!("cannot make cgroup {path} in the private cgroup tmpfs"))
 }
 
 /// Sends the output of the hooks libcontainer runs during the build to the log (see
@@ -459,7 +530,11 @@ impl Placement {
     /// (containerd's shim, podman) would not find it in its slice. Before `start` the init is
     /// the container's only process, so moving it moves the whole container. The scope
     /// claim's release removes these directories again at delete.
-    fn place_init(&self, container: &Container) -> Result<()> {
+    ///
+    /// Rootless, a hierarchy the init cannot be moved in is left as it is (cgroup v2 lets only
+    /// a writer of the common ancestor's `cgroup.procs` move a process, which a delegated
+    /// slice alone does not give), as runc ignores such errors rootless.
+    fn place_init(&self, container: &Container, rootless: bool) -> Result<()> {
         let Some(scope) = &self.scope else {
             return Ok(());
         };
@@ -467,6 +542,15 @@ impl Placement {
             .pid()
             .context("container has no init pid after create")?;
         let targets = self.hierarchies.not_managed_by_libcontainer();
+        if rootless {
+            let scope_ops = cgroup::Scope::new(&self.hierarchies, scope.clone());
+            for target in targets {
+                if let Err(err) = scope_ops.add_process(pid.as_raw(), &[target]) {
+                    tracing::warn!("rootless: init {pid} stays out of {scope} there: {err}");
+                }
+            }
+            return Ok(());
+        }
         cgroup::Scope::new(&self.hierarchies, scope.clone())
             .add_process(pid.as_raw(), &targets)
             .with_context(|| format!("cannot place the init process {pid} in cgroup {scope}"))

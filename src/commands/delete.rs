@@ -11,7 +11,6 @@ use libcontainer::container::{Container, ContainerStatus};
 use super::Globals;
 use crate::cgroup;
 use crate::claims::{self, Record};
-use crate::config::{self, Config};
 
 pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
     let id = &args.container_id;
@@ -20,7 +19,7 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
         if args.force {
             // Gone already (containerd's second delete), or a create killed before it wrote its
             // state: then whatever it left in the root goes now.
-            return remove_partial(&dir, &globals.root, id);
+            return remove_partial(&dir, globals, id);
         }
         anyhow::bail!("container {id:?} does not exist");
     }
@@ -28,7 +27,7 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
     if !args.force {
         refuse_unstopped(&container)?;
     }
-    delete_container(&mut container, &dir, args.force)
+    delete_container(&mut container, &dir, args.force, globals)
 }
 
 /// runtime-spec (runtime.md, delete): deleting a container that is not `stopped` MUST fail and
@@ -49,7 +48,12 @@ fn refuse_unstopped(container: &Container) -> Result<()> {
 
 /// Deletes a loaded container, then releases the claims its record lists, or, without a
 /// record (a create killed after libcontainer built the container), what it may hold.
-pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> Result<()> {
+pub fn delete_container(
+    container: &mut Container,
+    dir: &Path,
+    force: bool,
+    globals: &Globals,
+) -> Result<()> {
     let record = Record::load(dir)?;
     let root = dir.parent().unwrap_or(dir);
     let id = container.id().to_owned();
@@ -61,11 +65,19 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
     // Read before libcontainer removes the state dir. With the systemd driver the cgroup is the
     // unit's, which systemd removes with everything below it. A create killed before
     // libcontainer wrote its config left the scope in the cgroup ledger.
+    if record.as_ref().is_some_and(|r| r.no_cgroups) {
+        // No cgroup holds the container's processes: its init goes, and with it its pid
+        // namespace; libcontainer then sees it stopped and kills nothing through a cgroup.
+        if let Some(init) = container.pid() {
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+            wait_until_dead(init.as_raw());
+        }
+    }
     let cgroup_path = match container.systemd() {
         false => YoukiConfig::load(dir)
             .ok()
             .map(|c| c.cgroup_path)
-            .or_else(|| ledger_scope(record.as_ref(), root, &id)),
+            .or_else(|| ledger_scope(record.as_ref(), globals, root, &id)),
         true => None,
     };
     if let Some(path) = &cgroup_path {
@@ -84,22 +96,22 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
             record.claims.without_scopes().release(&record.state_dir)?
         }
         Some(record) => record.claims.release(&record.state_dir)?,
-        None => release_unrecorded(root, &id)?,
+        None => release_unrecorded(globals, root, &id)?,
     }
     Ok(())
 }
 
 /// The cgroup the ledger names for a container, in the recorded state-dir or, without a
 /// record, the current config's.
-fn ledger_scope(record: Option<&Record>, root: &Path, id: &str) -> Option<std::path::PathBuf> {
+fn ledger_scope(
+    record: Option<&Record>,
+    globals: &Globals,
+    root: &Path,
+    id: &str,
+) -> Option<std::path::PathBuf> {
     let state_dir = match record {
         Some(record) => record.state_dir.clone(),
-        None => {
-            Config::load(std::env::var_os(config::ENV_VAR).as_deref())
-                .ok()?
-                .config
-                .state_dir
-        }
+        None => globals.load_config().ok()?.config.state_dir,
     };
     match claims::cgroups::held_by(&state_dir, root, id) {
         Ok(path) => path,
@@ -158,18 +170,19 @@ fn wait_until_dead(pid: i32) {
 
 /// `delete --force` of an id without a state file: a second delete, or a create killed before
 /// libcontainer wrote its state, whose claims and state dir go now.
-fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
+fn remove_partial(dir: &Path, globals: &Globals, id: &str) -> Result<()> {
+    let root = globals.root.as_path();
     crate::creation::kill_holders(root, id)
         .with_context(|| format!("cannot delete container {id:?}"))?;
     let record = Record::load(dir)?;
     // Killed before libcontainer wrote the state, the create may have made the cgroup and put
     // its intermediate process there already.
-    if let Some(path) = ledger_scope(record.as_ref(), root, id) {
+    if let Some(path) = ledger_scope(record.as_ref(), globals, root, id) {
         remove_cgroup(&path).with_context(|| format!("cannot delete container {id:?}"))?;
     }
     match record {
         Some(record) => record.claims.release(&record.state_dir)?,
-        None => release_unrecorded(root, id)?,
+        None => release_unrecorded(globals, root, id)?,
     }
     if !dir.exists() {
         return Ok(());
@@ -179,8 +192,8 @@ fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
 
 /// Without a record the create's config is unknown: the current one (`CDIRUN_CONFIG` or the
 /// default) names the state-dir to clean, as it did for the create in all but odd cases.
-fn release_unrecorded(root: &Path, id: &str) -> Result<()> {
-    let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
+fn release_unrecorded(globals: &Globals, root: &Path, id: &str) -> Result<()> {
+    let loaded = globals.load_config()?;
     claims::release_unrecorded(&loaded.config, root, id)
         .with_context(|| format!("cannot release what container {id:?} holds"))
 }

@@ -97,6 +97,18 @@ impl Edit for Placement {
     }
 
     fn apply(&self, spec: &mut Spec, ctx: &Context) -> Result<Claims, EditError> {
+        if ctx.skip_cgroups {
+            // No cgroup to apply them to (runc's rootless containers without one ignore them).
+            if let Some(linux) = spec.linux_mut().as_mut() {
+                if linux.resources().is_some() {
+                    tracing::warn!(
+                        "rootless without a delegated cgroup: linux.resources are not applied"
+                    );
+                    linux.set_resources(None);
+                }
+            }
+            return Ok(Claims::default());
+        }
         let annotation = spec
             .annotations()
             .as_ref()
