@@ -27,6 +27,9 @@ fn drop_foreign_listen_fds() {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = cdirun::rootless::id_map_helper() {
+        return ExitCode::from(code);
+    }
     let opts = Opts::from_args();
     let format = match LogFormat::parse(opts.global.log_format.as_deref()) {
         Ok(format) => format,

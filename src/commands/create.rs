@@ -125,6 +125,14 @@ impl Init<'_> {
             }
         };
         let leftovers = placement.dirs_to_create();
+        let helpers = match has_user_namespace(&spec) {
+            true => crate::rootless::IdMapHelpers::install(&loaded.config.state_dir)
+                .unwrap_or_else(|err| {
+                    tracing::warn!("cannot install the ID mapping helpers: {err}");
+                    None
+                }),
+            false => None,
+        };
         let built = self
             .save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver)
             .and_then(|mut container| {
@@ -163,6 +171,9 @@ impl Init<'_> {
                     }
                 }
             });
+        if let Some(helpers) = helpers {
+            helpers.remove();
+        }
         match built {
             Ok(container) => {
                 mark.finish();
