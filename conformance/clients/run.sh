@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Runs every client suite (podman, containerd, the .deb) one after the other, each with its wall
-# time, and ends with the total "N passed, N failed"; exits non-zero if any suite failed.
+# Runs every client suite (podman, containerd, rootless podman, the .deb) one after the other,
+# each with its wall time, and ends with the total "N passed, N failed"; exits non-zero if any
+# suite failed.
 #
-#   CDIRUN_BIN=target/release/cdirun conformance/clients/run.sh [podman] [containerd] [deb]
+#   CDIRUN_BIN=target/release/cdirun conformance/clients/run.sh [podman] [containerd] [rootless] [deb]
 set -uo pipefail
 exec </dev/null # a defined stdin for every suite (see scripts/test.sh)
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 declare -A suite_path=(
   [podman]=$repo/conformance/clients/podman.sh
   [containerd]=$repo/conformance/clients/containerd.sh
+  [rootless]=$repo/conformance/clients/rootless.sh
   [deb]=$repo/packaging/test-deb.sh
 )
 suites=("$@")
-((${#suites[@]})) || suites=(podman containerd deb)
+((${#suites[@]})) || suites=(podman containerd rootless deb)
 
 total_passed=0
 total_failed=0
 status=0
 for suite in "${suites[@]}"; do
   path=${suite_path[$suite]:-}
-  [ -n "$path" ] || { echo "unknown suite $suite (podman, containerd, deb)" >&2; exit 2; }
+  [ -n "$path" ] || { echo "unknown suite $suite (podman, containerd, rootless, deb)" >&2; exit 2; }
   echo "=== $suite"
   start=$SECONDS
   bash "$path" | tee "/tmp/cdirun-suite-$suite.$$"
