@@ -79,8 +79,11 @@ impl Init<'_> {
                 return Err(anyhow!(err).context(format!("cannot prepare container {id:?}")));
             }
         };
-        if skip_cgroups && crate::rootless::cgroups_hidden() {
-            fake_placement(&mut spec, id)?;
+        if skip_cgroups {
+            let path = absolute_cgroups_path(&mut spec, id)?;
+            if crate::rootless::cgroups_hidden() {
+                fake_placement(&path)?;
+            }
         }
         pause_at("edited");
         let rootfs = rootfs_of(&bundle, &spec);
@@ -264,25 +267,37 @@ fn has_user_namespace(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
         .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
 }
 
-/// Rootless with the host's cgroups hidden: gives the container a cgroupsPath (when the client
-/// sent none) and makes it in the private tmpfs, where libcontainer's v1 manager will "place"
-/// the init.
-fn fake_placement(spec: &mut libcontainer::oci_spec::runtime::Spec, id: &str) -> Result<()> {
+/// Rootless without a delegated cgroup: the container's cgroupsPath, made absolute
+/// (`/cdirun/<id>` when the client sent none or a systemd one). With a user namespace in the
+/// spec libcontainer asks systemd for a relative path, over the user's session bus, which a
+/// rootless runtime without delegation may not have; an absolute path takes its cgroupfs
+/// manager, which on cgroup v2 skips what a rootless caller may not write.
+fn absolute_cgroups_path(
+    spec: &mut libcontainer::oci_spec::runtime::Spec,
+    id: &str,
+) -> Result<cgroup::CgroupPath> {
     let linux = spec
         .linux_mut()
         .as_mut()
         .context("config.json has no \"linux\" section; cdirun runs Linux containers only")?;
-    let path = match linux.cgroups_path().as_deref().and_then(Path::to_str) {
-        Some(text) if text.starts_with('/') => cgroup::CgroupPath::parse(text)?,
-        _ => {
-            let path = cgroup::CgroupPath::parse(&format!("/cdirun/{id}"))?;
-            linux.set_cgroups_path(Some(path.absolute()));
-            path
-        }
-    };
+    Ok(
+        match linux.cgroups_path().as_deref().and_then(Path::to_str) {
+            Some(text) if text.starts_with('/') => cgroup::CgroupPath::parse(text)?,
+            _ => {
+                let path = cgroup::CgroupPath::parse(&format!("/cdirun/{id}"))?;
+                linux.set_cgroups_path(Some(path.absolute()));
+                path
+            }
+        },
+    )
+}
+
+/// Rootless with the host's cgroups hidden: makes the container's cgroup in the private
+/// tmpfs, where libcontainer's v1 manager will "place" the init.
+fn fake_placement(path: &cgroup::CgroupPath) -> Result<()> {
     let hierarchies = cgroup::Hierarchies::discover()
         .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
-    crate::rootless::fake_cgroup(&hierarchies, &path)
+    crate::rootless::fake_cgroup(&hierarchies, path)
         .with_context(|| format!("cannot make cgroup {path} in the private cgroup tmpfs"))
 }
 
