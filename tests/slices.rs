@@ -94,6 +94,11 @@ fn ours(relative: &Path) -> bool {
         || SLICES.iter().any(|s| below_mount == Path::new(s))
 }
 
+/// The state-dir (claims, the cgroup ledger) all bundles of this test process share.
+fn state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("cdirun-slices-state-{}", std::process::id()))
+}
+
 /// Holds the serial lock and removes, when dropped, the cgroup directories the test created.
 struct Host {
     before: BTreeSet<PathBuf>,
@@ -121,6 +126,8 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        // Tests run one at a time: the next one makes it again.
+        let _ = fs::remove_dir_all(state_dir());
         let mut made = self.new_dirs();
         made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for dir in made {
@@ -143,6 +150,9 @@ impl Bundle {
         for applet in ["sh", "sleep", "cat", "true"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
+        // One state-dir for every bundle of this run (the cgroup ledger is node-wide across
+        // --roots), not the host's default.
+        let config = format!("state-dir = {:?}\n{config}", state_dir());
         fs::write(dir.path().join("config.toml"), config).unwrap();
         let bundle = Self { dir };
         let out = bundle.cdirun(&["spec", "--bundle", bundle.path().to_str().unwrap()]);
@@ -880,10 +890,19 @@ fn a_cgroup_inside_a_foreign_process_cgroup_is_refused() {
         let parent = fs::read_to_string(cpuset.join("workload.slice").join(file)).unwrap();
         fs::write(cpuset.join(&foreign).join(file), parent.trim()).unwrap();
     }
-    let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+    /// Killed and reaped even when an assertion fails first (its cgroup can go then).
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sleeper = Sleeper(Command::new("sleep").arg("300").spawn().unwrap());
+    let sleeper_pid = sleeper.0.id();
     for mount in hierarchies() {
         let procs = mount.join(&foreign).join("cgroup.procs");
-        fs::write(&procs, sleeper.id().to_string())
+        fs::write(&procs, sleeper_pid.to_string())
             .unwrap_or_else(|e| panic!("{}: {e}", procs.display()));
     }
     let bundle = Bundle::new("", |spec| {
@@ -892,13 +911,13 @@ fn a_cgroup_inside_a_foreign_process_cgroup_is_refused() {
     let id = unique("nested");
     let out = bundle.create(&id);
     let _ = bundle.cdirun(&["delete", "--force", &id]);
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
+    let _ = sleeper.0.kill();
+    let _ = sleeper.0.wait();
     assert!(!out.status.success(), "placed inside {foreign}");
     let err = stderr(&out);
     for word in [
         format!("/{foreign}"),
-        sleeper.id().to_string(),
+        sleeper_pid.to_string(),
         "would be inside".into(),
     ] {
         assert!(err.contains(&word), "{err:?} lacks {word:?}");
@@ -909,5 +928,6 @@ fn a_cgroup_inside_a_foreign_process_cgroup_is_refused() {
         .filter(|d| d.to_string_lossy().contains(&id))
         .collect();
     assert_eq!(made, Vec::<PathBuf>::new());
+    drop(sleeper);
     drop(host);
 }
