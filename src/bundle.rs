@@ -134,6 +134,11 @@ struct Sidecar {
     source: String,
     /// What cdirun wrote into config.json from it.
     edited: Spec,
+    /// What an earlier create wrote there from the same source, while config.json may still
+    /// say it: the sidecar is replaced before config.json, and a crash between the two must
+    /// not make an earlier create's edits look like the client's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    earlier: Option<Spec>,
 }
 
 /// A bundle's config as create needs it: the client's config to edit, and what is on disk.
@@ -143,6 +148,8 @@ pub struct Config {
     pub source: Spec,
     source_text: String,
     current: Spec,
+    /// Whether config.json is what an earlier create wrote (the source came from the sidecar).
+    edited_on_disk: bool,
     /// config.json's owner and mode as the client left them.
     owner: Owner,
 }
@@ -158,7 +165,7 @@ impl Config {
         let sidecar = fs::read(bundle.join(SOURCE_FILE))
             .ok()
             .and_then(|side| serde_json::from_slice::<Sidecar>(&side).ok())
-            .filter(|side| side.edited == current);
+            .filter(|side| side.edited == current || side.earlier.as_ref() == Some(&current));
         match sidecar {
             Some(side) => {
                 let source = parse(side.source.as_bytes(), &path)?;
@@ -166,6 +173,7 @@ impl Config {
                     source,
                     source_text: side.source,
                     current,
+                    edited_on_disk: true,
                     owner,
                 })
             }
@@ -173,6 +181,7 @@ impl Config {
                 source: current.clone(),
                 source_text: text,
                 current,
+                edited_on_disk: false,
                 owner,
             }),
         }
@@ -180,7 +189,8 @@ impl Config {
 
     /// Writes `edited` into config.json unless the file already says exactly that. The
     /// sidecar goes first: after a crash between the two writes config.json is still the
-    /// client's own and is taken as such.
+    /// client's own and is taken as such, or an earlier create's edit, which the sidecar
+    /// still knows as one.
     pub fn save(&self, bundle: &Path, edited: &Spec) -> Result<(), BundleError> {
         if *edited == self.current {
             return Ok(());
@@ -188,6 +198,7 @@ impl Config {
         let sidecar = Sidecar {
             source: self.source_text.clone(),
             edited: edited.clone(),
+            earlier: self.edited_on_disk.then(|| self.current.clone()),
         };
         let text = serde_json::to_vec(&sidecar).map_err(|err| BundleError::Write {
             path: bundle.join(SOURCE_FILE),
@@ -332,6 +343,36 @@ mod tests {
         save(dir.path(), &spec_with_hostname("rewritten")).unwrap();
         let third = Config::load(dir.path()).unwrap();
         assert_eq!(third.source.hostname().as_deref(), Some("rewritten"));
+    }
+
+    /// A create killed after it replaced the sidecar but before config.json: config.json
+    /// still holds the earlier create's edits, which must not pass for the client's config
+    /// (that create's cgroupsPath would stick to every later container of the bundle).
+    #[test]
+    fn regression_a_crash_between_sidecar_and_config_keeps_the_clients_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = b"{\"ociVersion\": \"1.0.2\", \"hostname\": \"client\"}".to_vec();
+        fs::write(dir.path().join(CONFIG_FILE), &client).unwrap();
+        Config::load(dir.path())
+            .unwrap()
+            .save(dir.path(), &spec_with_hostname("first"))
+            .unwrap();
+        let second = Config::load(dir.path()).unwrap();
+        let config_before = fs::read(dir.path().join(CONFIG_FILE)).unwrap();
+        second
+            .save(dir.path(), &spec_with_hostname("second"))
+            .unwrap();
+        // The crash: config.json as the first create left it, the sidecar from the second.
+        fs::write(dir.path().join(CONFIG_FILE), &config_before).unwrap();
+        let third = Config::load(dir.path()).unwrap();
+        assert_eq!(third.source.hostname().as_deref(), Some("client"));
+        third
+            .save(dir.path(), &spec_with_hostname("third"))
+            .unwrap();
+        let fourth = Config::load(dir.path()).unwrap();
+        assert_eq!(fourth.source.hostname().as_deref(), Some("client"));
+        fourth.restore(dir.path()).unwrap();
+        assert_eq!(fs::read(dir.path().join(CONFIG_FILE)).unwrap(), client);
     }
 
     #[test]

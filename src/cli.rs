@@ -218,7 +218,7 @@ fn parse_duration_nanos(text: &str) -> Result<u128, String> {
 /// Global flags runc accepts that liboci-cli's `GlobalOpts` does not carry.
 #[derive(Args, Debug)]
 pub struct CdirunOpts {
-    /// Ignore cgroup permission errors (accepted for runc compatibility; cdirun runs as root).
+    /// Run rootless (true), as root (false), or detect it (auto, the default): see docs/slices.md.
     #[arg(long, value_name = "true|false|auto", num_args = 0..=1,
           default_missing_value = "true", require_equals = false)]
     pub rootless: Option<String>,

@@ -219,6 +219,19 @@ pub struct Loaded {
 }
 
 impl Config {
+    /// Rootless (see crate::rootless), the embedded `state-dir` (and the MPS root under it),
+    /// which only root may write, becomes `state_dir`; a configured one is kept.
+    pub fn for_rootless(mut self, state_dir: &Path) -> Self {
+        let defaults = Config::default();
+        if self.state_dir == defaults.state_dir {
+            self.state_dir = state_dir.to_owned();
+        }
+        if self.mps.root == defaults.mps.root {
+            self.mps.root = state_dir.join("mps");
+        }
+        self
+    }
+
     /// Parses config text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|err| ConfigError::Parse {

@@ -103,6 +103,13 @@ impl Finish {
         }
     }
 
+    /// Rootless with a user namespace of the container's own: cdirun cannot join the
+    /// container's mount namespace, so the `type: cgroup` mounts keep libcontainer's flags
+    /// (a rootless container can write only what its user may write on the host anyway).
+    pub fn skip_cgroup_mounts(&mut self) {
+        self.cgroup_mounts.clear();
+    }
+
     /// Does the work on the created container whose init is `pid` and whose root is `rootfs`.
     pub fn apply(&self, pid: i32, rootfs: &Path) -> Result<()> {
         if self.loopback {

@@ -1,7 +1,6 @@
 //! cdirun: parse the command line, set up logging, dispatch one verb, turn its result into an
 //! exit status and one error line.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -28,6 +27,9 @@ fn drop_foreign_listen_fds() {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = cdirun::rootless::id_map_helper() {
+        return ExitCode::from(code);
+    }
     let opts = Opts::from_args();
     let format = match LogFormat::parse(opts.global.log_format.as_deref()) {
         Ok(format) => format,
@@ -145,14 +147,19 @@ fn dispatch(opts: Opts) -> Result<i32> {
         seal::ensure()?;
         drop_foreign_listen_fds();
     }
+    let mode = cdirun::rootless::mode(opts.cdirun.rootless.as_deref())?;
     let root = opts
         .global
         .root
-        .unwrap_or_else(|| PathBuf::from(commands::DEFAULT_ROOT));
+        .unwrap_or_else(|| cdirun::rootless::default_root(mode));
     let globals = commands::Globals {
         root: commands::absolute(&root)?,
         systemd_cgroup: opts.global.systemd_cgroup,
+        rootless: mode == cdirun::rootless::Mode::Rootless,
     };
+    if globals.rootless && container_id(&command).is_some() {
+        commands::rootless_cgroups(&globals)?;
+    }
     let done = |result: Result<()>| result.map(|()| 0);
 
     match command {

@@ -520,3 +520,35 @@ fn a_namespace_listed_twice_is_refused_and_leaves_nothing() {
         original
     );
 }
+
+/// libcontainer writes state.json in place; a create killed mid-write leaves it empty. One
+/// `delete --force` still removes the container: its process, cgroup and state dir.
+#[test]
+fn delete_force_cleans_up_a_container_whose_state_file_is_empty() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "30"]);
+    let id = unique_id("emptystate");
+    rt.created(&bundle, &id);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    fs::write(rt.root().join(&id).join("state.json"), "").unwrap();
+    assert!(
+        rt.fails(&["delete", &id]).contains("state"),
+        "a plain delete still fails"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "init {pid} still runs: {stat}"
+    );
+}

@@ -94,6 +94,11 @@ fn ours(relative: &Path) -> bool {
         || SLICES.iter().any(|s| below_mount == Path::new(s))
 }
 
+/// The state-dir (claims, the cgroup ledger) all bundles of this test process share.
+fn state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("cdirun-slices-state-{}", std::process::id()))
+}
+
 /// Holds the serial lock and removes, when dropped, the cgroup directories the test created.
 struct Host {
     before: BTreeSet<PathBuf>,
@@ -121,6 +126,8 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        // Tests run one at a time: the next one makes it again.
+        let _ = fs::remove_dir_all(state_dir());
         let mut made = self.new_dirs();
         made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for dir in made {
@@ -143,6 +150,9 @@ impl Bundle {
         for applet in ["sh", "sleep", "cat", "true"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
+        // One state-dir for every bundle of this run (the cgroup ledger is node-wide across
+        // --roots), not the host's default.
+        let config = format!("state-dir = {:?}\n{config}", state_dir());
         fs::write(dir.path().join("config.toml"), config).unwrap();
         let bundle = Self { dir };
         let out = bundle.cdirun(&["spec", "--bundle", bundle.path().to_str().unwrap()]);
@@ -471,6 +481,27 @@ fn refused_requests_leave_no_directory_and_no_state() {
             Some("/pact.slice/pact-audit.slice/slc-ref"),
             &["/pact.slice/pact-audit.slice/slc-ref", "\"pact\""],
         ),
+        // Names of cgroup interface files, which libcontainer met as "Not a directory".
+        (
+            Some("workload.slice/cgroup.procs"),
+            None,
+            &["\"cgroup.procs\"", "interface file"],
+        ),
+        (
+            Some("workload.slice/memory.limit_in_bytes"),
+            None,
+            &["\"memory.limit_in_bytes\"", "controller prefix"],
+        ),
+        (
+            Some("workload.slice/tasks"),
+            None,
+            &["/workload.slice/tasks", "\"tasks\""],
+        ),
+        (
+            None,
+            Some("/slc-if/cpu.shares"),
+            &["cgroupsPath", "\"cpu.shares\""],
+        ),
     ];
     for (annotation, path, words) in cases {
         let id = unique("ref");
@@ -557,8 +588,8 @@ fn a_scope_in_use_is_refused_and_its_container_survives() {
     let err = stderr(&out);
     for word in [
         format!("/{scope}"),
-        pid.to_string(),
-        "already holds processes".into(),
+        format!("{:?}", first.id),
+        "is already the cgroup".into(),
     ] {
         assert!(err.contains(&word), "{err:?} lacks {word:?}");
     }
@@ -732,5 +763,171 @@ fn delete_of_a_stopped_container_removes_the_cgroups_left_below_it() {
     assert!(!bundle.root().join(&id).exists(), "state dir left");
     assert_gone_everywhere(&scope);
     drop(running);
+    drop(host);
+}
+
+/// A container's cgroup is never inside or around another live container's, whichever comes
+/// first and whatever `--root` each has: delete of the outer one would kill the inner one.
+/// The refusal names the other container, comes before anything is made, and the other
+/// container keeps running.
+#[test]
+fn a_cgroup_inside_or_around_another_containers_is_refused_by_name() {
+    let host = Host::new();
+    let victim_bundle = Bundle::new("", |_| {});
+    let victim = Running {
+        bundle: &victim_bundle,
+        id: unique("victim"),
+    };
+    let out = victim_bundle.create(&victim.id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let victim_pid = victim_bundle.pid(&victim.id);
+    let victim_scope = format!("/workload.slice/{}", victim.id);
+
+    let refused = |bundle: &Bundle, words: &[&str]| {
+        let id = unique("nested");
+        let config_before = fs::read(bundle.path().join("config.json")).unwrap();
+        let dirs_before = cgroup_dirs();
+        let out = bundle.create(&id);
+        let err = stderr(&out);
+        let _ = bundle.cdirun(&["delete", "--force", &id]);
+        assert!(!out.status.success(), "{id} was placed: {words:?}");
+        assert_eq!(err.trim().lines().count(), 1, "not one line: {err:?}");
+        for word in words {
+            assert!(err.contains(word), "{err:?} lacks {word:?}");
+        }
+        assert!(!bundle.root().join(&id).exists(), "state dir left for {id}");
+        assert_eq!(
+            fs::read(bundle.path().join("config.json")).unwrap(),
+            config_before,
+            "bundle rewritten for a refused request"
+        );
+        assert_eq!(cgroup_dirs(), dirs_before, "cgroup dirs made for {id}");
+    };
+    // Another --root (each bundle has its own), the annotation and the cgroupsPath ways in.
+    let by_annotation = Bundle::new("", |spec| {
+        spec["annotations"] = json!({ "io.cdirun.slice": format!("workload.slice/{}", victim.id) });
+    });
+    refused(
+        &by_annotation,
+        &[&victim_scope, "inside", &format!("{:?}", victim.id)],
+    );
+    let by_path = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(format!("{victim_scope}/inner"));
+    });
+    refused(
+        &by_path,
+        &[&victim_scope, "inside", &format!("{:?}", victim.id)],
+    );
+    // The same cgroup.
+    let same = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(victim_scope);
+    });
+    refused(
+        &same,
+        &[&victim_scope, "already", &format!("{:?}", victim.id)],
+    );
+
+    // The other order: an inner container first, then one whose cgroup would hold it.
+    let outer_path = format!("/slc-outer-{}", victim.id);
+    let inner_bundle = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(format!("{outer_path}/inner"));
+    });
+    let inner = Running {
+        bundle: &inner_bundle,
+        id: unique("inner"),
+    };
+    let out = inner_bundle.create(&inner.id);
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let inner_pid = inner_bundle.pid(&inner.id);
+    let around = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(outer_path);
+    });
+    refused(
+        &around,
+        &[
+            &format!("/workload.slice{outer_path}/inner"),
+            "would be around cgroup",
+            &format!("{:?}", inner.id),
+        ],
+    );
+
+    // Both survived every refusal, in their own cgroups.
+    assert_placed(victim_pid, &victim_scope);
+    assert_placed(inner_pid, &format!("/workload.slice{outer_path}/inner"));
+    victim_bundle.delete(&victim.id);
+    inner_bundle.delete(&inner.id);
+    assert_gone_everywhere(&victim_scope);
+    // A deleted container's cgroup is free again.
+    let reuse = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(format!("{victim_scope}/inner"));
+    });
+    let again = Running {
+        bundle: &reuse,
+        id: unique("again"),
+    };
+    let out = reuse.create(&again.id);
+    assert!(
+        out.status.success(),
+        "create after delete: {}",
+        stderr(&out)
+    );
+    reuse.delete(&again.id);
+    assert_gone_everywhere(&format!("{victim_scope}/inner"));
+    drop((again, inner, victim));
+    drop(host);
+}
+
+/// A cgroup with processes of its own that no cdirun container holds (another runtime's
+/// container) is not a slice either: nesting a container in it is refused, naming its pids.
+#[test]
+fn a_cgroup_inside_a_foreign_process_cgroup_is_refused() {
+    let host = Host::new();
+    let foreign = format!("workload.slice/{}", unique("foreign"));
+    make_nested("/", &foreign);
+    // A new cpuset cgroup has no CPUs and takes no process until it gets its parent's.
+    let cpuset = Path::new(CGROUP_ROOT).join("cpuset");
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let parent = fs::read_to_string(cpuset.join("workload.slice").join(file)).unwrap();
+        fs::write(cpuset.join(&foreign).join(file), parent.trim()).unwrap();
+    }
+    /// Killed and reaped even when an assertion fails first (its cgroup can go then).
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sleeper = Sleeper(Command::new("sleep").arg("300").spawn().unwrap());
+    let sleeper_pid = sleeper.0.id();
+    for mount in hierarchies() {
+        let procs = mount.join(&foreign).join("cgroup.procs");
+        fs::write(&procs, sleeper_pid.to_string())
+            .unwrap_or_else(|e| panic!("{}: {e}", procs.display()));
+    }
+    let bundle = Bundle::new("", |spec| {
+        spec["annotations"] = json!({ "io.cdirun.slice": foreign });
+    });
+    let id = unique("nested");
+    let out = bundle.create(&id);
+    let _ = bundle.cdirun(&["delete", "--force", &id]);
+    let _ = sleeper.0.kill();
+    let _ = sleeper.0.wait();
+    assert!(!out.status.success(), "placed inside {foreign}");
+    let err = stderr(&out);
+    for word in [
+        format!("/{foreign}"),
+        sleeper_pid.to_string(),
+        "would be inside".into(),
+    ] {
+        assert!(err.contains(&word), "{err:?} lacks {word:?}");
+    }
+    assert!(!bundle.root().join(&id).exists(), "state dir left");
+    let made: Vec<PathBuf> = cgroup_dirs()
+        .into_iter()
+        .filter(|d| d.to_string_lossy().contains(&id))
+        .collect();
+    assert_eq!(made, Vec::<PathBuf>::new());
+    drop(sleeper);
     drop(host);
 }

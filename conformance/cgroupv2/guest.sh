@@ -205,5 +205,28 @@ for driver in cgroupfs systemd; do
   for id in "${ids[@]}"; do stop_container cdirun "$id"; done
 done
 
+# Rootless on cgroup v2: an unprivileged user runs a `spec --rootless` bundle directly, with no
+# cgroup delegated to it. cdirun skips cgroup setup as runc does, so both print the same.
+user=cdirunrl
+useradd --no-create-home "$user" 2>/dev/null
+chmod 755 "$work"
+for rt in cdirun runc; do
+  dir=$work/rootless-$rt
+  mkdir -p "$dir" "$work/xdg-$rt"
+  cp -a "$rootfs" "$dir/rootfs"
+  ln -sf busybox "$dir/rootfs/bin/id"
+  chown -R "$user:" "$dir" "$work/xdg-$rt"
+  (cd "$dir" && runuser -u "$user" -- env XDG_RUNTIME_DIR="$work/xdg-$rt" "$(runtime_bin $rt)" spec --rootless)
+  jq '.process.terminal = false | .process.args = ["sh", "-c", "id -u; echo rootless-ok"]' \
+    "$dir/config.json" >"$dir/c.json" && mv "$dir/c.json" "$dir/config.json" && chown "$user:" "$dir/config.json"
+  got=$(cd "$dir" && timeout 60 runuser -u "$user" -- \
+    env XDG_RUNTIME_DIR="$work/xdg-$rt" "$(runtime_bin $rt)" --rootless true run "rl-$rt" 2>&1)
+  expect "$rt: rootless run by an unprivileged user without a delegated cgroup" "0
+rootless-ok" "$got"
+done
+expect "cdirun: rootless state under XDG_RUNTIME_DIR and gone after run" "" \
+  "$(ls "$work/xdg-cdirun/cdirun" 2>&1)"
+userdel "$user" 2>/dev/null
+
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every client suite (podman, containerd, docker, the .deb) one after the other, each with its wall
-# time, and ends with the total "N passed, N failed"; exits non-zero if any suite failed.
+# Runs every client suite (podman, containerd, docker, rootless podman, the .deb) one after the
+# other, each with its wall time, and ends with the total "N passed, N failed"; exits non-zero if
+# any suite failed.
 #
-#   CDIRUN_BIN=target/release/cdirun conformance/clients/run.sh [podman] [containerd] [docker] [deb]
+#   CDIRUN_BIN=target/release/cdirun conformance/clients/run.sh [podman] [containerd] [docker] [rootless] [deb]
 set -uo pipefail
 exec </dev/null # a defined stdin for every suite (see scripts/test.sh)
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -10,17 +11,18 @@ declare -A suite_path=(
   [podman]=$repo/conformance/clients/podman.sh
   [containerd]=$repo/conformance/clients/containerd.sh
   [docker]=$repo/conformance/clients/docker.sh
+  [rootless]=$repo/conformance/clients/rootless.sh
   [deb]=$repo/packaging/test-deb.sh
 )
 suites=("$@")
-((${#suites[@]})) || suites=(podman containerd docker deb)
+((${#suites[@]})) || suites=(podman containerd docker rootless deb)
 
 total_passed=0
 total_failed=0
 status=0
 for suite in "${suites[@]}"; do
   path=${suite_path[$suite]:-}
-  [ -n "$path" ] || { echo "unknown suite $suite (podman, containerd, docker, deb)" >&2; exit 2; }
+  [ -n "$path" ] || { echo "unknown suite $suite (podman, containerd, docker, rootless, deb)" >&2; exit 2; }
   echo "=== $suite"
   start=$SECONDS
   bash "$path" | tee "/tmp/cdirun-suite-$suite.$$"

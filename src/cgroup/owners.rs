@@ -83,6 +83,14 @@ impl CgroupPath {
         Self(parts)
     }
 
+    /// Every path above this one, root excluded, nearest first (`/a/b/c` → `/a/b`, `/a`).
+    pub fn ancestors(&self) -> Vec<CgroupPath> {
+        (1..self.0.len())
+            .rev()
+            .map(|len| Self(self.0[..len].to_vec()))
+            .collect()
+    }
+
     pub fn last(&self) -> Option<&str> {
         self.0.last().map(String::as_str)
     }
@@ -138,6 +146,41 @@ pub fn expand_slice_unit(name: &str) -> Option<CgroupPath> {
     }
     parts.push(name.to_owned());
     Some(CgroupPath(parts))
+}
+
+/// Controller (and core) prefixes of cgroup interface file names in v1 and v2
+/// (`memory.limit_in_bytes`, `cgroup.procs`, `io.max`, ...). A directory of such a name would
+/// clash with a control file of its parent (mkdir fails with "File exists", and a path through
+/// it with "Not a directory") or read as one to every tool that lists a cgroup.
+pub const INTERFACE_PREFIXES: &[&str] = &[
+    "blkio",
+    "cgroup",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "io",
+    "memory",
+    "misc",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+];
+
+/// cgroup v1 interface files without a controller prefix.
+pub const INTERFACE_FILES: &[&str] = &["tasks", "notify_on_release", "release_agent"];
+
+/// Whether a path component names a cgroup interface file or starts with a controller prefix
+/// (`cpu.x`): such a name cannot be a cgroup directory of its own.
+pub fn is_interface_name(component: &str) -> bool {
+    INTERFACE_FILES.contains(&component)
+        || component
+            .split_once('.')
+            .is_some_and(|(prefix, _)| INTERFACE_PREFIXES.contains(&prefix))
 }
 
 /// Who owns which slices: each owner's roots, from `[slices.owners]`.
@@ -249,6 +292,31 @@ mod tests {
 
     fn path(text: &str) -> CgroupPath {
         CgroupPath::parse(text).unwrap()
+    }
+
+    #[test]
+    fn interface_names_table() {
+        let cases = [
+            ("cgroup.procs", true),
+            ("cgroup.subtree_control", true),
+            ("tasks", true),
+            ("notify_on_release", true),
+            ("memory.limit_in_bytes", true),
+            ("memory.max", true),
+            ("cpu.weight", true),
+            ("io.max", true),
+            ("pids.anything", true),
+            ("cpuset.cpus", true),
+            ("workload.slice", false),
+            ("memory-heavy.slice", false),
+            ("memory", false),
+            ("tasks.d", false),
+            ("libpod-1.scope", false),
+            ("train.v2", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(is_interface_name(name), want, "{name}");
+        }
     }
 
     #[test]

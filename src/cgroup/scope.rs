@@ -498,6 +498,18 @@ impl<'a> Scope<'a> {
         Ok(())
     }
 
+    /// Every pid listed in the scope's own `cgroup.procs` (not below it), in any hierarchy,
+    /// deduplicated.
+    pub fn own_pids(&self) -> Result<Vec<i32>, ScopeError> {
+        let mut pids = Vec::new();
+        for dir in self.dirs() {
+            pids.extend(read_pids(&dir.join(PROCS))?);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
     /// Every pid listed in `cgroup.procs` of the scope or of a cgroup below it, in any
     /// hierarchy, deduplicated.
     pub fn pids(&self) -> Result<Vec<i32>, ScopeError> {

@@ -53,6 +53,15 @@ impl Holder {
     }
 }
 
+impl Holder {
+    /// Whether the container still exists: its create is running, or `<root>/<id>` holds a
+    /// state, whatever its init does (a stopped container keeps its cgroup until delete).
+    pub fn exists(&self) -> bool {
+        start_time(self.creator_pid).is_some_and(|start| start == self.creator_start)
+            || State::file_path(&self.root.join(&self.id)).exists()
+    }
+}
+
 /// The start time of a running (not zombie) process, `None` when there is none.
 pub fn start_time(pid: i32) -> Option<u64> {
     if pid <= 0 {

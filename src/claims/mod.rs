@@ -4,6 +4,7 @@
 //! container was created with, so every later verb uses those, not whatever config is current.
 //! Node-wide state (the GPU ledger, MPS references) lives under `state-dir`: see [`gpu`], [`mps`].
 
+pub mod cgroups;
 pub mod gpu;
 pub mod holder;
 pub mod mps;
@@ -35,9 +36,12 @@ pub enum Claim {
         /// The owned slice it is nested in; `None` for a path used as the client sent it.
         slice: Option<PathBuf>,
     },
-    /// GPUs held in the node-wide ledger.
+    /// The scope's entry in the node-wide cgroup ledger (see [`cgroups`]): no other container's
+    /// cgroup may be it, lie in it or hold it. Taken first, so released last.
+    Cgroup { path: PathBuf, holder: Holder },
     /// The systemd scope unit registered for a cgroup laid out at systemd's path.
     Unit { name: String, slice: String },
+    /// GPUs held in the node-wide ledger.
     Gpu {
         devices: Vec<String>,
         sharing: Sharing,
@@ -72,6 +76,9 @@ impl Claims {
         for claim in self.0.iter().rev() {
             let result = match claim {
                 Claim::Scope { path, .. } => release_scope(path),
+                Claim::Cgroup { holder, .. } => {
+                    cgroups::release(state_dir, &holder.root, &holder.id).map_err(Into::into)
+                }
                 Claim::Unit { name, slice } => cgroup::unit::Unit { name, slice }
                     .stop()
                     .map_err(Into::into),
@@ -144,7 +151,8 @@ fn release_scope(path: &Path) -> Result<(), ClaimError> {
 /// What a create killed before it wrote its record may still hold, found without the record:
 /// the GPU ledger entries and MPS references of `id` under `root` (holders name their
 /// container) in `config`'s state-dir. (Its cgroup is delete's to remove, as for every
-/// container.) Claims of a live holder (a create of the same id still running) are kept.
+/// container, found in the cgroup ledger, whose entry goes here.) Claims of a live holder (a
+/// create of the same id still running) are kept.
 pub fn release_unrecorded(
     config: &crate::config::Config,
     root: &Path,
@@ -157,6 +165,11 @@ pub fn release_unrecorded(
         first.get_or_insert(err.into());
     }
     if let Err(err) = gpu::release_unrecorded(state_dir, root, id) {
+        tracing::warn!("{err}");
+        first.get_or_insert(err.into());
+    }
+    // Its cgroup is gone by now (delete removed it first).
+    if let Err(err) = cgroups::release(state_dir, root, id) {
         tracing::warn!("{err}");
         first.get_or_insert(err.into());
     }
@@ -175,6 +188,8 @@ pub enum ClaimError {
     #[error("cannot remove cgroup scope {path}: {message}")]
     Scope { path: PathBuf, message: String },
     #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupLedgerError),
+    #[error(transparent)]
     Unit(#[from] cgroup::unit::UnitError),
     #[error(transparent)]
     Gpu(#[from] gpu::LedgerError),
@@ -190,6 +205,10 @@ pub struct Record {
     pub config: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub claims: Claims,
+    /// Rootless without a delegated cgroup: the container has no cgroup of its own, so delete
+    /// and `kill --all` signal its init (the container's pid namespace goes with it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cgroups: bool,
 }
 
 impl Record {
@@ -236,6 +255,7 @@ mod tests {
             config: Some("/etc/cdirun/config.toml".into()),
             state_dir: "/run/s".into(),
             claims: Claims::default(),
+            no_cgroups: false,
         };
         record.save(dir.path()).unwrap();
         assert_eq!(Record::load(dir.path()).unwrap(), Some(record));
@@ -252,6 +272,7 @@ mod tests {
             config: None,
             state_dir: "/run/s".into(),
             claims: Claims(vec![scope]),
+            no_cgroups: true,
         };
         record.save(dir.path()).unwrap();
         let loaded = Record::load(dir.path()).unwrap().unwrap();

@@ -13,8 +13,8 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::Globals;
-use crate::claims::{Claims, Record};
-use crate::config::{self, Config};
+use crate::claims::{Claim, Claims, Holder, Record};
+use crate::config::Config;
 use crate::{bundle, cgroup, edit};
 
 pub fn create(args: liboci_cli::Create, globals: &Globals) -> Result<()> {
@@ -53,7 +53,7 @@ impl Init<'_> {
             bail!("container {id:?} already exists");
         }
         let bundle = super::absolute(self.bundle)?;
-        let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
+        let loaded = globals.load_config()?;
 
         let on_disk = bundle::Config::load(&bundle)?;
         super::precheck::spec(&bundle, &on_disk.source)?;
@@ -63,9 +63,13 @@ impl Init<'_> {
         let hierarchies = cgroup::Hierarchies::discover()
             .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
         let cgroup_driver = cgroup::Driver::for_host(globals.systemd_cgroup, &hierarchies)?;
+        let skip_cgroups = globals.rootless
+            && skip_rootless_cgroups(&hierarchies, &on_disk.source, &loaded.config)?;
         let mut spec = on_disk.source.clone();
         let ctx = edit::Context {
             cgroup_driver,
+            rootless: globals.rootless,
+            skip_cgroups,
             ..edit::Context::new(id, &loaded.config, &globals.root)
         };
         let claims = match edit::apply_all(&mut spec, &ctx) {
@@ -75,27 +79,65 @@ impl Init<'_> {
                 return Err(anyhow!(err).context(format!("cannot prepare container {id:?}")));
             }
         };
+        if skip_cgroups {
+            let path = absolute_cgroups_path(&mut spec, id)?;
+            if crate::rootless::cgroups_hidden() {
+                fake_placement(&path)?;
+            }
+        }
         pause_at("edited");
         let rootfs = rootfs_of(&bundle, &spec);
-        let finish = crate::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
-        let record = Record {
+        let mut finish = crate::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
+        if globals.rootless && has_user_namespace(&spec) {
+            finish.skip_cgroup_mounts();
+        }
+        let mut record = Record {
             config: loaded.path.clone(),
             state_dir: loaded.config.state_dir.clone(),
             claims,
+            no_cgroups: skip_cgroups,
         };
 
-        let placement = match Placement::prepare(hierarchies, &record.claims, &loaded.config) {
-            Ok(placement) => placement,
+        let holder = Holder::current(&globals.root, id);
+        let placement =
+            match Placement::prepare(hierarchies, &record.claims, &loaded.config, &holder) {
+                Ok(placement) => placement,
+                Err(err) => {
+                    release(&record.claims.without_scopes(), &loaded.config);
+                    return Err(err.context(format!("cannot create container {id:?}")));
+                }
+            };
+        if let Some(scope) = &placement.scope {
+            // First, so that it is given back last, after the scope is gone.
+            record.claims.0.insert(
+                0,
+                Claim::Cgroup {
+                    path: scope.absolute(),
+                    holder,
+                },
+            );
+        }
+        let mark = match crate::creation::Mark::take(&globals.root, id) {
+            Ok(mark) => mark,
             Err(err) => {
                 release(&record.claims.without_scopes(), &loaded.config);
-                return Err(err.context(format!("cannot create container {id:?}")));
+                return Err(anyhow!(err).context(format!(
+                    "cannot create container {id:?}: cannot write its mark under {}",
+                    globals.root.display()
+                )));
             }
         };
         let leftovers = placement.dirs_to_create();
-        let trail = CgroupTrail::new(&globals.root, id);
-        let built = trail
-            .write(&leftovers)
-            .and_then(|()| placement.stay_in_scope())
+        let helpers = match has_user_namespace(&spec) {
+            true => crate::rootless::IdMapHelpers::install(&loaded.config.state_dir)
+                .unwrap_or_else(|err| {
+                    tracing::warn!("cannot install the ID mapping helpers: {err}");
+                    None
+                }),
+            false => None,
+        };
+        let built = placement
+            .stay_in_scope(globals.rootless)
             .and_then(|stay| {
                 let built = self.save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver);
                 stay.map(cgroup::Stay::leave).transpose()?;
@@ -103,25 +145,26 @@ impl Init<'_> {
             })
             .and_then(|mut container| {
                 pause_at("built");
-                let finished = placement.place_init(&container).and_then(|()| {
-                    placement.check_alone(&container)?;
-                    pause_at("placed");
-                    placement.apply_oom_setting(&spec)?;
-                    if cgroup_driver.is_systemd() {
-                        placement.enforce_unit_devices(&container, &spec)?;
-                    }
-                    if let Some(unit) = record.claims.unit() {
-                        register_unit(&unit, &container, &spec)?;
-                    }
-                    let pid = container
-                        .pid()
-                        .context("container has no init pid after create")?;
-                    finish.apply(pid.as_raw(), &rootfs)?;
-                    record.save(&container_dir)?;
-                    trail.remove();
-                    pause_at("recorded");
-                    Ok(())
-                });
+                let finished = placement
+                    .place_init(&container, globals.rootless)
+                    .and_then(|()| {
+                        placement.check_alone(&container)?;
+                        pause_at("placed");
+                        placement.apply_oom_setting(&spec)?;
+                        if cgroup_driver.is_systemd() {
+                            placement.enforce_unit_devices(&container, &spec)?;
+                        }
+                        if let Some(unit) = record.claims.unit() {
+                            register_unit(&unit, &container, &spec)?;
+                        }
+                        let pid = container
+                            .pid()
+                            .context("container has no init pid after create")?;
+                        finish.apply(pid.as_raw(), &rootfs)?;
+                        record.save(&container_dir)?;
+                        pause_at("recorded");
+                        Ok(())
+                    });
                 match finished {
                     Ok(()) => Ok(container),
                     Err(err) => {
@@ -136,12 +179,18 @@ impl Init<'_> {
                     }
                 }
             });
+        if let Some(helpers) = helpers {
+            helpers.remove();
+        }
         match built {
-            Ok(container) => Ok(container),
+            Ok(container) => {
+                mark.finish();
+                Ok(container)
+            }
             Err(err) => {
+                mark.finish();
                 placement.remove_nested();
                 undo(&container_dir, &leftovers);
-                trail.remove();
                 if let Err(restore_err) = on_disk.restore(&bundle) {
                     tracing::warn!("cannot restore the bundle's config.json: {restore_err}");
                 }
@@ -185,6 +234,76 @@ impl Init<'_> {
             .unwrap_or_default();
         built.map_err(|err| build_error(err, spec, &stderr))
     }
+}
+
+/// Rootless: whether the container's slice (`io.cdirun.slice` or `[slices] default`) is not
+/// delegated to the caller, so that cdirun places nothing and leaves cgroups alone, as runc and
+/// crun do. On a cgroup v1 or hybrid host libcontainer would still write the host's cgroups:
+/// refused unless they are hidden from it (see [`crate::rootless::hide_cgroups`]).
+fn skip_rootless_cgroups(
+    hierarchies: &cgroup::Hierarchies,
+    spec: &libcontainer::oci_spec::runtime::Spec,
+    config: &Config,
+) -> Result<bool> {
+    let annotation = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(edit::slice::SLICE_ANNOTATION));
+    let text = annotation.map_or(config.slices.default.as_str(), |a| a.trim());
+    let slice = cgroup::CgroupPath::parse_slice(text)?;
+    if crate::rootless::delegated(hierarchies, &slice) {
+        return Ok(false);
+    }
+    let v1 = !matches!(hierarchies.layout(), None | Some(cgroup::Layout::V2));
+    if v1 && !crate::rootless::cgroups_hidden() {
+        bail!(
+            "rootless: slice {slice} is not delegated to uid {} (not writable in every cgroup hierarchy), and on this cgroup v1 host libcontainer needs a writable cgroup; delegate it (mkdir and chown it in every hierarchy) or run cdirun in a user namespace, as podman rootless does",
+            nix::unistd::geteuid()
+        );
+    }
+    Ok(true)
+}
+
+fn has_user_namespace(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    use libcontainer::oci_spec::runtime::LinuxNamespaceType;
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User))
+}
+
+/// Rootless without a delegated cgroup: the container's cgroupsPath, made absolute
+/// (`/cdirun/<id>` when the client sent none or a systemd one). With a user namespace in the
+/// spec libcontainer asks systemd for a relative path, over the user's session bus, which a
+/// rootless runtime without delegation may not have; an absolute path takes its cgroupfs
+/// manager, which on cgroup v2 skips what a rootless caller may not write.
+fn absolute_cgroups_path(
+    spec: &mut libcontainer::oci_spec::runtime::Spec,
+    id: &str,
+) -> Result<cgroup::CgroupPath> {
+    let linux = spec
+        .linux_mut()
+        .as_mut()
+        .context("config.json has no \"linux\" section; cdirun runs Linux containers only")?;
+    Ok(
+        match linux.cgroups_path().as_deref().and_then(Path::to_str) {
+            Some(text) if text.starts_with('/') => cgroup::CgroupPath::parse(text)?,
+            _ => {
+                let path = cgroup::CgroupPath::parse(&format!("/cdirun/{id}"))?;
+                linux.set_cgroups_path(Some(path.absolute()));
+                path
+            }
+        },
+    )
+}
+
+/// Rootless with the host's cgroups hidden: makes the container's cgroup in the private
+/// tmpfs, where libcontainer's v1 manager will "place" the init.
+fn fake_placement(path: &cgroup::CgroupPath) -> Result<()> {
+    let hierarchies = cgroup::Hierarchies::discover()
+        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+    crate::rootless::fake_cgroup(&hierarchies, path)
+        .with_context(|| format!("cannot make cgroup {path} in the private cgroup tmpfs"))
 }
 
 /// Sends the output of the hooks libcontainer runs during the build to the log (see
@@ -257,7 +376,16 @@ impl Placement {
     /// Creates the acting owner's slices (idempotent; they outlive containers) and the slice
     /// the scope nests in. Runs after the edits, so a refused request has created nothing.
     /// Refuses a scope that already holds processes: see [`Placement::check_alone`].
-    fn prepare(hierarchies: cgroup::Hierarchies, claims: &Claims, config: &Config) -> Result<Self> {
+    ///
+    /// The scope is first taken in the node-wide cgroup ledger, which refuses it when it is,
+    /// lies in or holds another live container's cgroup, naming that container; a failure
+    /// after that gives the entry back.
+    fn prepare(
+        hierarchies: cgroup::Hierarchies,
+        claims: &Claims,
+        config: &Config,
+        holder: &Holder,
+    ) -> Result<Self> {
         let Some((scope, slice)) = claims.scope() else {
             return Ok(Self {
                 hierarchies,
@@ -265,9 +393,35 @@ impl Placement {
             });
         };
         let scope = cgroup_path(scope)?;
+        crate::claims::cgroups::hold(&config.state_dir, &scope, holder)?;
+        let prepared = Self::prepare_held(hierarchies, scope, slice, config);
+        if prepared.is_err() {
+            if let Err(err) =
+                crate::claims::cgroups::release(&config.state_dir, &holder.root, &holder.id)
+            {
+                tracing::warn!("cannot release the cgroup ledger entry: {err}");
+            }
+        }
+        prepared
+    }
+
+    fn prepare_held(
+        hierarchies: cgroup::Hierarchies,
+        scope: cgroup::CgroupPath,
+        slice: Option<&Path>,
+        config: &Config,
+    ) -> Result<Self> {
         let pids = cgroup::Scope::new(&hierarchies, scope.clone()).pids()?;
         if !pids.is_empty() {
             bail!(in_use(&scope, &pids));
+        }
+        // A cgroup above the scope with processes of its own is some container's (another
+        // runtime's, or one whose ledger entry is gone): the scope would be inside it.
+        for ancestor in scope.ancestors() {
+            let pids = cgroup::Scope::new(&hierarchies, ancestor.clone()).own_pids()?;
+            if !pids.is_empty() {
+                bail!(nested_in_use(&scope, &ancestor, &pids));
+            }
         }
         let owners = cgroup::Owners::from_table(&config.slices.owners)?;
         let mut slices = owners.hierarchy_of(&config.owner)?;
@@ -348,17 +502,10 @@ impl Placement {
         }
     }
 
-    /// Puts the init process in the scope in the hierarchies libcontainer leaves alone. On a
-    /// hybrid host libcontainer's v1 manager joins only the v1 controllers it knows, so without
-    /// this the process stays in the root of the cgroup2 mount (`0::/` in /proc/PID/cgroup) and
-    /// of named hierarchies such as name=systemd, where clients that read /proc/PID/cgroup
-    /// (containerd's shim, podman) would not find it in its slice. Before `start` the init is
-    /// the container's only process, so moving it moves the whole container. The scope
-    /// claim's release removes these directories again at delete.
     /// Stands cdirun in the scope where libcontainer does not place the init, while it forks
-    /// the init: see [`cgroup::Stay`].
-    fn stay_in_scope(&self) -> Result<Option<cgroup::Stay>> {
-        let Some(scope) = &self.scope else {
+    /// the init: see [`cgroup::Stay`]. Not rootless, where cdirun may not move itself there.
+    fn stay_in_scope(&self, rootless: bool) -> Result<Option<cgroup::Stay>> {
+        let Some(scope) = self.scope.as_ref().filter(|_| !rootless) else {
             return Ok(None);
         };
         let targets = self.hierarchies.not_managed_by_libcontainer();
@@ -370,9 +517,19 @@ impl Placement {
         Ok(Some(stay))
     }
 
-    /// Moves the init into the scope where libcontainer does not; it was born there unless
-    /// cdirun could not stand in it (a hierarchy missing from cdirun's own /proc/self/cgroup).
-    fn place_init(&self, container: &Container) -> Result<()> {
+    /// Puts the init process in the scope in the hierarchies libcontainer leaves alone. On a
+    /// hybrid host libcontainer's v1 manager joins only the v1 controllers it knows, so without
+    /// this the process stays in the root of the cgroup2 mount (`0::/` in /proc/PID/cgroup) and
+    /// of named hierarchies such as name=systemd, where clients that read /proc/PID/cgroup
+    /// (containerd's shim, podman) would not find it in its slice. Before `start` the init is
+    /// the container's only process, so moving it moves the whole container. The scope
+    /// claim's release removes these directories again at delete. Usually the init was born
+    /// there already ([`Self::stay_in_scope`]).
+    ///
+    /// Rootless, a hierarchy the init cannot be moved in is left as it is (cgroup v2 lets only
+    /// a writer of the common ancestor's `cgroup.procs` move a process, which a delegated
+    /// slice alone does not give), as runc ignores such errors rootless.
+    fn place_init(&self, container: &Container, rootless: bool) -> Result<()> {
         let Some(scope) = &self.scope else {
             return Ok(());
         };
@@ -380,6 +537,15 @@ impl Placement {
             .pid()
             .context("container has no init pid after create")?;
         let targets = self.hierarchies.not_managed_by_libcontainer();
+        if rootless {
+            let scope_ops = cgroup::Scope::new(&self.hierarchies, scope.clone());
+            for target in targets {
+                if let Err(err) = scope_ops.add_process(pid.as_raw(), &[target]) {
+                    tracing::warn!("rootless: init {pid} stays out of {scope} there: {err}");
+                }
+            }
+            return Ok(());
+        }
         cgroup::Scope::new(&self.hierarchies, scope.clone())
             .add_process(pid.as_raw(), &targets)
             .with_context(|| format!("cannot place the init process {pid} in cgroup {scope}"))
@@ -470,6 +636,14 @@ fn in_use(scope: &cgroup::CgroupPath, pids: &[i32]) -> String {
     )
 }
 
+fn nested_in_use(scope: &cgroup::CgroupPath, parent: &cgroup::CgroupPath, pids: &[i32]) -> String {
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    format!(
+        "cgroup {scope} would be inside cgroup {parent}, which holds processes ({}) of another container; every container needs a cgroup of its own, outside every other container's",
+        pids.join(" ")
+    )
+}
+
 fn cgroup_path(path: &Path) -> Result<cgroup::CgroupPath> {
     let text = path
         .to_str()
@@ -478,59 +652,6 @@ fn cgroup_path(path: &Path) -> Result<cgroup::CgroupPath> {
 }
 
 /// Removes what a failed create may have left: the state dir and the cgroup dirs it made.
-/// The cgroup directories a create is about to make, kept in cdirun's root from before it makes
-/// the first (cdirun stands in them while libcontainer forks: see [`cgroup::Stay`]) until the
-/// container's record holds them. A create killed before libcontainer wrote its state leaves
-/// this trail for `delete --force` to clean up by. Named `<id>@cgroups`: no id holds an `@`.
-pub struct CgroupTrail {
-    path: PathBuf,
-}
-
-impl CgroupTrail {
-    pub fn new(root: &Path, id: &str) -> Self {
-        Self {
-            path: root.join(format!("{id}@cgroups")),
-        }
-    }
-
-    fn write(&self, dirs: &[PathBuf]) -> Result<()> {
-        if dirs.is_empty() {
-            return Ok(());
-        }
-        if let Some(root) = self.path.parent() {
-            std::fs::create_dir_all(root)
-                .with_context(|| format!("cannot create root directory {}", root.display()))?;
-        }
-        let text = serde_json::to_string(dirs).context("cannot encode the cgroup trail")?;
-        // Whole or absent: written aside, then renamed over.
-        let mut aside = self.path.clone().into_os_string();
-        aside.push(".new");
-        std::fs::write(&aside, text)
-            .and_then(|()| std::fs::rename(&aside, &self.path))
-            .with_context(|| format!("cannot write {}", self.path.display()))
-    }
-
-    /// Removes the directories the trail names that are still there and empty, then the trail.
-    pub fn clean(&self) {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
-            return;
-        };
-        let dirs: Vec<PathBuf> = serde_json::from_str(&text).unwrap_or_default();
-        for (dir, err) in cgroup::remove_dirs(&dirs) {
-            tracing::warn!("cannot remove cgroup {}: {err}", dir.display());
-        }
-        self.remove();
-    }
-
-    pub fn remove(&self) {
-        if let Err(err) = std::fs::remove_file(&self.path) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("cannot remove {}: {err}", self.path.display());
-            }
-        }
-    }
-}
-
 fn undo(container_dir: &Path, cgroup_dirs: &[PathBuf]) {
     if container_dir.exists() {
         if let Err(err) = std::fs::remove_dir_all(container_dir) {

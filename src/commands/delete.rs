@@ -11,7 +11,6 @@ use libcontainer::container::{Container, ContainerStatus};
 use super::Globals;
 use crate::cgroup;
 use crate::claims::{self, Record};
-use crate::config::{self, Config};
 
 pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
     let id = &args.container_id;
@@ -20,15 +19,30 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
         if args.force {
             // Gone already (containerd's second delete), or a create killed before it wrote its
             // state: then whatever it left in the root goes now.
-            return remove_partial(&dir, &globals.root, id);
+            return remove_partial(&dir, globals, id);
         }
         anyhow::bail!("container {id:?} does not exist");
     }
-    let mut container = super::load_container(globals, id)?;
+    let mut container = match super::load_container(globals, id) {
+        Ok(container) => container,
+        // libcontainer writes state.json in place: a create killed mid-write leaves it empty or
+        // cut short, and only the partial removal can clean up after it.
+        Err(err) if args.force && !state_is_json(&dir) => {
+            tracing::warn!("{err:#}; removing what the create left");
+            return remove_partial(&dir, globals, id);
+        }
+        Err(err) => return Err(err),
+    };
     if !args.force {
         refuse_unstopped(&container)?;
     }
-    delete_container(&mut container, &dir, args.force)
+    delete_container(&mut container, &dir, args.force, globals)
+}
+
+/// Whether the container's state file holds a JSON document (whatever libcontainer makes of it).
+fn state_is_json(dir: &Path) -> bool {
+    std::fs::read(State::file_path(dir))
+        .is_ok_and(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).is_ok())
 }
 
 /// runtime-spec (runtime.md, delete): deleting a container that is not `stopped` MUST fail and
@@ -49,12 +63,36 @@ fn refuse_unstopped(container: &Container) -> Result<()> {
 
 /// Deletes a loaded container, then releases the claims its record lists, or, without a
 /// record (a create killed after libcontainer built the container), what it may hold.
-pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> Result<()> {
+pub fn delete_container(
+    container: &mut Container,
+    dir: &Path,
+    force: bool,
+    globals: &Globals,
+) -> Result<()> {
     let record = Record::load(dir)?;
+    let root = dir.parent().unwrap_or(dir);
+    let id = container.id().to_owned();
+    // A create that died before its record may have left its intermediate and init running,
+    // perhaps outside every cgroup still: they go first, so that none of them can make the
+    // cgroup again after it is removed.
+    crate::creation::kill_holders(root, &id)
+        .with_context(|| format!("cannot delete container {id:?}"))?;
     // Read before libcontainer removes the state dir. With the systemd driver the cgroup is the
-    // unit's, which systemd removes with everything below it.
+    // unit's, which systemd removes with everything below it. A create killed before
+    // libcontainer wrote its config left the scope in the cgroup ledger.
+    if record.as_ref().is_some_and(|r| r.no_cgroups) {
+        // No cgroup holds the container's processes: its init goes, and with it its pid
+        // namespace; libcontainer then sees it stopped and kills nothing through a cgroup.
+        if let Some(init) = container.pid() {
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+            wait_until_dead(init.as_raw());
+        }
+    }
     let cgroup_path = match container.systemd() {
-        false => YoukiConfig::load(dir).ok().map(|c| c.cgroup_path),
+        false => YoukiConfig::load(dir)
+            .ok()
+            .map(|c| c.cgroup_path)
+            .or_else(|| ledger_scope(record.as_ref(), globals, root, &id)),
         true => None,
     };
     if let Some(path) = &cgroup_path {
@@ -66,11 +104,6 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
     }
     crate::late_hooks::delete(container, force)
         .with_context(|| format!("cannot delete container {:?}", container.id()))?;
-    // A create killed between libcontainer's build and its record left the trail; the cgroup
-    // it names went above.
-    if let Some(root) = dir.parent() {
-        super::create::CgroupTrail::new(root, container.id()).remove();
-    }
     match record {
         // The scope claim names the cgroup removed above: releasing it again would only walk
         // every hierarchy a second time.
@@ -78,12 +111,30 @@ pub fn delete_container(container: &mut Container, dir: &Path, force: bool) -> R
             record.claims.without_scopes().release(&record.state_dir)?
         }
         Some(record) => record.claims.release(&record.state_dir)?,
-        None => {
-            let root = dir.parent().unwrap_or(dir);
-            release_unrecorded(root, container.id())?;
-        }
+        None => release_unrecorded(globals, root, &id)?,
     }
     Ok(())
+}
+
+/// The cgroup the ledger names for a container, in the recorded state-dir or, without a
+/// record, the current config's.
+fn ledger_scope(
+    record: Option<&Record>,
+    globals: &Globals,
+    root: &Path,
+    id: &str,
+) -> Option<std::path::PathBuf> {
+    let state_dir = match record {
+        Some(record) => record.state_dir.clone(),
+        None => globals.load_config().ok()?.config.state_dir,
+    };
+    match claims::cgroups::held_by(&state_dir, root, id) {
+        Ok(path) => path,
+        Err(err) => {
+            tracing::warn!("{err}");
+            None
+        }
+    }
 }
 
 /// Kills everything in the container's cgroup and removes it in every hierarchy, the cgroups
@@ -134,11 +185,19 @@ fn wait_until_dead(pid: i32) {
 
 /// `delete --force` of an id without a state file: a second delete, or a create killed before
 /// libcontainer wrote its state, whose claims and state dir go now.
-fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
-    super::create::CgroupTrail::new(root, id).clean();
-    match Record::load(dir)? {
+fn remove_partial(dir: &Path, globals: &Globals, id: &str) -> Result<()> {
+    let root = globals.root.as_path();
+    crate::creation::kill_holders(root, id)
+        .with_context(|| format!("cannot delete container {id:?}"))?;
+    let record = Record::load(dir)?;
+    // Killed before libcontainer wrote the state, the create may have made the cgroup and put
+    // its intermediate process there already.
+    if let Some(path) = ledger_scope(record.as_ref(), globals, root, id) {
+        remove_cgroup(&path).with_context(|| format!("cannot delete container {id:?}"))?;
+    }
+    match record {
         Some(record) => record.claims.release(&record.state_dir)?,
-        None => release_unrecorded(root, id)?,
+        None => release_unrecorded(globals, root, id)?,
     }
     if !dir.exists() {
         return Ok(());
@@ -148,8 +207,8 @@ fn remove_partial(dir: &Path, root: &Path, id: &str) -> Result<()> {
 
 /// Without a record the create's config is unknown: the current one (`CDIRUN_CONFIG` or the
 /// default) names the state-dir to clean, as it did for the create in all but odd cases.
-fn release_unrecorded(root: &Path, id: &str) -> Result<()> {
-    let loaded = Config::load(std::env::var_os(config::ENV_VAR).as_deref())?;
+fn release_unrecorded(globals: &Globals, root: &Path, id: &str) -> Result<()> {
+    let loaded = globals.load_config()?;
     claims::release_unrecorded(&loaded.config, root, id)
         .with_context(|| format!("cannot release what container {id:?} holds"))
 }

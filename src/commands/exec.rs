@@ -42,10 +42,26 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         bail!("a detached exec with a terminal needs --console-socket to send the terminal to");
     }
     let container_dir = globals.container_dir(id);
+    if crate::rootless::cgroups_hidden() {
+        // libcontainer adds the exec'd process to the container's cgroup: in this process's
+        // private tmpfs (see crate::rootless::hide_cgroups) that must exist first.
+        let config = libcontainer::config::YoukiConfig::load(&container_dir)
+            .with_context(|| format!("cannot read the recorded config of container {id:?}"))?;
+        let text = config.cgroup_path.to_string_lossy().into_owned();
+        let path = crate::cgroup::CgroupPath::parse(&text)?;
+        let hierarchies = crate::cgroup::Hierarchies::discover()
+            .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+        crate::rootless::fake_cgroup(&hierarchies, &path)
+            .with_context(|| format!("cannot make cgroup {path} in the private cgroup tmpfs"))?;
+    }
     let tenants = TenantFiles::lock(&container_dir)?;
     let process_file = ProcessFile::write(&container_dir, &process)?;
     let pid_file = args.pid_file.as_deref().map(super::absolute).transpose()?;
-    let stay = stay_in_container(&container)?;
+    // Rootless, cdirun may not move itself; the process is placed after its start.
+    let stay = match globals.rootless {
+        true => None,
+        false => stay_in_container(&container)?,
+    };
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(super::executor::RuncExecutor)
         .with_root_path(&globals.root)?

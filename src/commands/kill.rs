@@ -35,10 +35,16 @@ pub fn kill(args: liboci_cli::Kill, globals: &Globals) -> Result<()> {
         ContainerStatus::Created if ENDS_A_WAITING_INIT.contains(&number) => libc::SIGKILL,
         _ => number,
     };
+    // Rootless without a cgroup, `--all` can only reach the init (and its pid namespace).
+    let all = args.all
+        && !crate::claims::Record::load(&globals.container_dir(id))
+            .ok()
+            .flatten()
+            .is_some_and(|record| record.no_cgroups);
     match Signal::try_from(number) {
         // libcontainer freezes the cgroup around signalling every process, as runc does.
-        Ok(known) if args.all => container.kill(known, true).map_err(anyhow::Error::from),
-        _ => send_raw(&container, number, args.all),
+        Ok(known) if all => container.kill(known, true).map_err(anyhow::Error::from),
+        _ => send_raw(&container, number, all),
     }
     .with_context(|| format!("cannot signal container {id:?}"))
 }

@@ -70,6 +70,8 @@ pub struct Globals {
     /// `--root`: one directory per container, named by its id.
     pub root: PathBuf,
     pub systemd_cgroup: bool,
+    /// cdirun runs rootless (see crate::rootless).
+    pub rootless: bool,
 }
 
 /// runc's default `--root` when running as root.
@@ -79,6 +81,36 @@ impl Globals {
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
+
+    /// The config (`CDIRUN_CONFIG` or the default path), with the rootless state-dir when
+    /// rootless.
+    pub fn load_config(&self) -> Result<crate::config::Loaded> {
+        let mut loaded =
+            crate::config::Config::load(std::env::var_os(crate::config::ENV_VAR).as_deref())?;
+        if self.rootless {
+            let state_dir =
+                crate::rootless::default_state_dir().unwrap_or_else(|| self.root.join(":state"));
+            loaded.config = loaded.config.for_rootless(&state_dir);
+        }
+        Ok(loaded)
+    }
+}
+
+/// Rootless on a cgroup v1 or hybrid host without a delegated slice (`[slices] default`):
+/// hides the host's cgroups from libcontainer (see [`crate::rootless::hide_cgroups`]). On
+/// cgroup v2 libcontainer's manager skips what a rootless caller may not write by itself.
+pub fn rootless_cgroups(globals: &Globals) -> Result<()> {
+    let hierarchies = crate::cgroup::Hierarchies::discover()
+        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+    if matches!(hierarchies.layout(), None | Some(crate::cgroup::Layout::V2)) {
+        return Ok(());
+    }
+    let loaded = globals.load_config()?;
+    let slice = crate::cgroup::CgroupPath::parse_slice(&loaded.config.slices.default)?;
+    if !crate::rootless::delegated(&hierarchies, &slice) {
+        crate::rootless::hide_cgroups();
+    }
+    Ok(())
 }
 
 /// Checks a container id as runc does: letters, digits, `_`, `+`, `-` and `.`, but not `.` or

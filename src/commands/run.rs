@@ -30,7 +30,7 @@ pub fn run(args: liboci_cli::Run, globals: &Globals) -> Result<i32> {
     let started = crate::late_hooks::start(&mut container)
         .with_context(|| format!("cannot start container {:?}", args.container_id));
     if let Err(err) = started {
-        let _ = super::delete::delete_container(&mut container, &container_dir, true);
+        let _ = super::delete::delete_container(&mut container, &container_dir, true, globals);
         return Err(err);
     }
     if args.detach {
@@ -42,7 +42,7 @@ pub fn run(args: liboci_cli::Run, globals: &Globals) -> Result<i32> {
     let status = wait_forwarding(pid);
     // --keep leaves the stopped container for a later delete, which releases its claims.
     if !args.keep {
-        super::delete::delete_container(&mut container, &container_dir, true)?;
+        super::delete::delete_container(&mut container, &container_dir, true, globals)?;
     }
     status
 }

@@ -116,6 +116,9 @@ impl Edit for Cdi {
             let loaded = Registry::load(&ctx.config.cdi.spec_dirs);
             devices = resolve(&loaded, &request)?;
             inject(&mut edited, &loaded, &devices)?;
+            if ctx.rootless {
+                bind_nodes(&mut edited, &loaded, &devices);
+            }
             refuse_held(&loaded, &devices, ctx)?;
             plain = plain_devices(spec, ctx, &devices)?;
             registry = Some(loaded);
@@ -312,6 +315,55 @@ pub fn inject(spec: &mut Spec, registry: &Registry, devices: &[String]) -> Resul
     let batches: Vec<(&str, &ContainerEdits)> =
         batches.iter().map(|(o, e)| (o.as_str(), *e)).collect();
     apply_edits(spec, &batches)
+}
+
+/// Rootless: the device nodes of `devices` as bind mounts of their host nodes instead of
+/// `linux.devices` entries. A rootless runtime cannot mknod (libcontainer then binds the host
+/// node at the node's container path, which is not where a CDI spec's `hostPath` is); runc
+/// binds nodes in a user namespace too. No device cgroup rule is needed: the caller can open
+/// only what the host node's owner and mode let it.
+pub fn bind_nodes(spec: &mut Spec, registry: &Registry, devices: &[String]) {
+    let mut nodes: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for name in devices {
+        let Some(r) = registry.device_ref(name) else {
+            continue;
+        };
+        let loaded = &registry.specs[r.spec];
+        let spec_level = loaded.spec.container_edits.iter();
+        let device_level = std::iter::once(&loaded.spec.devices[r.device].container_edits);
+        for node in spec_level.chain(device_level).flat_map(|e| &e.device_nodes) {
+            let host = node
+                .host_path
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .unwrap_or(&node.path);
+            let entry = (PathBuf::from(&node.path), PathBuf::from(host));
+            if !nodes.contains(&entry) {
+                nodes.push(entry);
+            }
+        }
+    }
+    if nodes.is_empty() {
+        return;
+    }
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        if let Some(list) = linux.devices_mut().as_mut() {
+            list.retain(|d| !nodes.iter().any(|(path, _)| d.path() == path));
+        }
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (path, host) in nodes {
+        mounts.retain(|m| m.destination() != &path);
+        let mut mount = OciMount::default();
+        mount
+            .set_destination(path)
+            .set_source(Some(host))
+            .set_typ(Some("bind".into()))
+            .set_options(Some(vec!["bind".into()]));
+        mounts.push(mount);
+    }
+    sort_mounts(&mut mounts);
+    spec.set_mounts(Some(mounts));
 }
 
 /// Applies batches of container edits, each with the device it comes from (named in errors),

@@ -63,6 +63,13 @@ pub enum GpuError {
     },
     #[error("config.json has no process section to set {var} in")]
     NoProcess { var: &'static str },
+    #[error(
+        "io.cdirun.gpu.sharing={sharing} cannot work rootless: {why}; name the devices through CDI (a cdi.k8s.io/ annotation or --device vendor/class=name) or ask for io.cdirun.gpu.sharing=time-slice"
+    )]
+    Rootless {
+        sharing: &'static str,
+        why: &'static str,
+    },
 }
 
 /// The GPU edit; skipped when no GPU or distributed annotation is present.
@@ -86,6 +93,22 @@ impl Edit for Gpu {
         let mut claims = Claims::default();
         // Held until the end of apply: the ledger is written last, under the same lock.
         let mut pending = None;
+        if let Some(gpu) = gpu.as_ref().filter(|_| ctx.rootless) {
+            let refused = match gpu.sharing {
+                Sharing::Exclusive => Some((
+                    "exclusive",
+                    "the node-wide GPU ledger that makes a GPU exclusive is shared by every user, and a rootless runtime keeps a ledger of its own",
+                )),
+                Sharing::Mps => Some((
+                    "mps",
+                    "the MPS control daemon is the node's, started and stopped as root",
+                )),
+                _ => None,
+            };
+            if let Some((sharing, why)) = refused {
+                return Err(GpuError::Rootless { sharing, why }.into());
+            }
+        }
         if let Some(gpu) = &gpu {
             let allocation = allocate(&mut edited, ctx, gpu)?;
             let names = allocation.names();
@@ -208,6 +231,9 @@ fn allocate(spec: &mut Spec, ctx: &Context, gpu: &GpuRequest) -> Result<Allocati
         let picked_names = names(&picked);
         forget(spec, &registry, &previous, &picked_names);
         cdi::inject(spec, &registry, &picked_names)?;
+        if ctx.rootless {
+            cdi::bind_nodes(spec, &registry, &picked_names);
+        }
         picked
     } else {
         let mut gpus: Vec<ledger::Gpu> = Vec::new();

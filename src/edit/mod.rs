@@ -13,6 +13,7 @@
 
 pub mod cdi;
 pub mod gpu;
+pub mod groups;
 pub mod hooks;
 pub mod mounts;
 pub mod mps;
@@ -42,6 +43,11 @@ pub struct Context<'a> {
     /// The process env as the client wrote config.json, before any edit; [`apply_all`] fills it
     /// in, so edits can tell a value the client set from one an earlier edit set.
     pub client_env: &'a [String],
+    /// cdirun runs rootless (see crate::rootless): exclusive GPUs and MPS are refused.
+    pub rootless: bool,
+    /// No cgroup is delegated to a rootless cdirun: the slice edit leaves cgroupsPath alone and
+    /// claims no scope (cgroup setup is skipped, as runc and crun skip it).
+    pub skip_cgroups: bool,
 }
 
 impl<'a> Context<'a> {
@@ -54,6 +60,8 @@ impl<'a> Context<'a> {
             root,
             dry_run: false,
             client_env: &[],
+            rootless: false,
+            skip_cgroups: false,
         }
     }
 }
@@ -65,6 +73,8 @@ pub enum EditError {
     Cdi(Box<cdi::CdiError>),
     #[error(transparent)]
     Hooks(#[from] hooks::HooksError),
+    #[error(transparent)]
+    Groups(#[from] groups::GroupsError),
     #[error(transparent)]
     Slice(#[from] slice::SliceError),
     /// Boxed like CDI: the unmet-request error lists devices and holders.
@@ -110,6 +120,7 @@ pub fn pipeline() -> Vec<Box<dyn Edit>> {
         Box::new(hooks::HooksD),
         Box::new(slice::Placement),
         Box::new(mounts::MountOptions),
+        Box::new(groups::RootlessGroups),
     ]
 }
 

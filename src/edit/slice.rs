@@ -75,6 +75,15 @@ pub enum SliceError {
         "annotation io.cdirun.slice names scope {scope}; a scope target needs the cgroupfs driver, with --systemd-cgroup name a slice"
     )]
     ScopeNeedsCgroupfs { scope: String },
+    #[error(
+        "{source_name} {path} has the component {component:?}, which names a cgroup interface file or starts with a controller prefix ({prefixes}.); name slices and containers otherwise"
+    )]
+    InterfaceName {
+        source_name: &'static str,
+        path: String,
+        component: String,
+        prefixes: String,
+    },
     #[error("config [slices] respect entry {entry:?} is invalid: {cause}")]
     BadRespect { entry: String, cause: OwnerError },
 }
@@ -88,6 +97,18 @@ impl Edit for Placement {
     }
 
     fn apply(&self, spec: &mut Spec, ctx: &Context) -> Result<Claims, EditError> {
+        if ctx.skip_cgroups {
+            // No cgroup to apply them to (runc's rootless containers without one ignore them).
+            if let Some(linux) = spec.linux_mut().as_mut() {
+                if linux.resources().is_some() {
+                    tracing::warn!(
+                        "rootless without a delegated cgroup: linux.resources are not applied"
+                    );
+                    linux.set_resources(None);
+                }
+            }
+            return Ok(Claims::default());
+        }
         let annotation = spec
             .annotations()
             .as_ref()
@@ -124,9 +145,15 @@ pub fn plan(
         acting,
     };
     let target = match annotation.map(str::trim) {
-        Some(value) => check.owned(CgroupPath::parse_slice(value)?, FROM_ANNOTATION)?,
+        Some(value) => check.owned(
+            no_interface_names(CgroupPath::parse_slice(value)?, FROM_ANNOTATION)?,
+            FROM_ANNOTATION,
+        )?,
         None => check.owned(
-            CgroupPath::parse_slice(&ctx.config.slices.default)?,
+            no_interface_names(
+                CgroupPath::parse_slice(&ctx.config.slices.default)?,
+                FROM_DEFAULT,
+            )?,
             FROM_DEFAULT,
         )?,
     };
@@ -152,16 +179,47 @@ pub fn plan(
         })
         .transpose()?;
     let id = ctx.container_id;
-    match ctx.cgroup_driver {
-        Driver::Cgroupfs => cgroupfs_plan(client, target, &check, respected, id),
-        Driver::Systemd => Ok(systemd_unit(client, &target, &check, respected, id)?.plan()),
+    let plan = match ctx.cgroup_driver {
+        Driver::Cgroupfs => cgroupfs_plan(client, target, &check, respected, id)?,
+        Driver::Systemd => return Ok(systemd_unit(client, &target, &check, respected, id)?.plan()),
         // An absolute path is this edit's own earlier result (applying twice changes nothing).
         Driver::SystemdLayout if client.is_some_and(|c| c.starts_with('/')) => {
-            cgroupfs_plan(client, target, &check, respected, id).map(with_unit)
+            cgroupfs_plan(client, target, &check, respected, id).map(with_unit)?
         }
         Driver::SystemdLayout => {
-            systemd_unit(client, &target, &check, respected, id)?.cgroupfs_plan()
+            systemd_unit(client, &target, &check, respected, id)?.cgroupfs_plan()?
         }
+    };
+    // The client's part and the id: a cgroup path made as directories in every hierarchy.
+    let path = CgroupPath::parse(&plan.cgroups_path.to_string_lossy())?;
+    let source_name = if client.is_some_and(|c| !c.is_empty()) {
+        FROM_CLIENT
+    } else {
+        "container id in cgroup path"
+    };
+    no_interface_names(path, source_name)?;
+    Ok(plan)
+}
+
+/// `path`, unless one of its components names a cgroup interface file (`cgroup.procs`,
+/// `tasks`) or starts with a controller prefix (`memory.`): refused before anything exists,
+/// where libcontainer would fail half-way with "Not a directory".
+fn no_interface_names(
+    path: CgroupPath,
+    source_name: &'static str,
+) -> Result<CgroupPath, SliceError> {
+    match path
+        .components()
+        .iter()
+        .find(|c| crate::cgroup::owners::is_interface_name(c))
+    {
+        None => Ok(path),
+        Some(component) => Err(SliceError::InterfaceName {
+            source_name,
+            path: path.to_string(),
+            component: component.clone(),
+            prefixes: crate::cgroup::owners::INTERFACE_PREFIXES.join("., "),
+        }),
     }
 }
 
@@ -879,6 +937,52 @@ mod tests {
                 &["job.scope", "cgroupfs"],
             ),
             (
+                "interface file in annotation",
+                None,
+                Some("workload.slice/cgroup.procs"),
+                false,
+                &[
+                    "annotation io.cdirun.slice",
+                    "\"cgroup.procs\"",
+                    "interface file",
+                ],
+            ),
+            (
+                "v1 tasks file in annotation",
+                None,
+                Some("workload.slice/tasks"),
+                false,
+                &["/workload.slice/tasks", "\"tasks\""],
+            ),
+            (
+                "controller prefix in annotation",
+                None,
+                Some("workload.slice/memory.limit_in_bytes"),
+                false,
+                &["\"memory.limit_in_bytes\"", "controller prefix"],
+            ),
+            (
+                "controller prefix below a good slice",
+                None,
+                Some("workload.slice/train.slice/cpu.weight"),
+                false,
+                &["\"cpu.weight\""],
+            ),
+            (
+                "interface file in cgroupsPath",
+                Some("/ns/pids.max"),
+                None,
+                false,
+                &["cgroupsPath", "\"pids.max\""],
+            ),
+            (
+                "interface file as the systemd slice",
+                None,
+                Some("workload.slice/cgroup.threads"),
+                true,
+                &["\"cgroup.threads\""],
+            ),
+            (
                 "systemd non-unit slice",
                 None,
                 Some("workload.slice/train.slice"),
@@ -920,6 +1024,23 @@ mod tests {
                 .to_string();
             assert!(err.contains(word), "{err}");
         }
+    }
+
+    #[test]
+    fn a_container_id_with_a_controller_prefix_is_refused_as_a_cgroup_name() {
+        let config = Config::default();
+        let ctx = Context::new("memory.c1", &config, Path::new("/run/cdirun"));
+        let mut got = spec(None, None);
+        let err = Placement.apply(&mut got, &ctx).unwrap_err().to_string();
+        for word in ["container id", "/workload.slice/memory.c1", "\"memory.c1\""] {
+            assert!(err.contains(word), "{err:?} lacks {word:?}");
+        }
+        assert_eq!(got, spec(None, None));
+        // A dot elsewhere is a plain name.
+        let ctx = Context::new("train.v2", &config, Path::new("/run/cdirun"));
+        let mut got = spec(None, None);
+        Placement.apply(&mut got, &ctx).unwrap();
+        assert_eq!(got, spec(Some("/workload.slice/train.v2"), None));
     }
 
     #[test]
