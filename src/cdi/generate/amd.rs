@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{
     GenerateError, Generated, Host, MODEL_ANNOTATION, PCI_ANNOTATION, Vendor, by_number, dir_names,
-    existing_node, new_spec, read_optional, read_text,
+    existing_node, new_spec, read_optional, read_text, with_all,
 };
 use crate::cdi::spec::{ContainerEdits, Device};
 
@@ -115,24 +115,8 @@ pub fn generate(host: &Host) -> Result<Generated, GenerateError> {
             },
         });
     }
-    if spec.devices.is_empty() {
-        return Err(GenerateError::NoGpu {
-            vendor: "AMD",
-            why: format!(
-                "no render node under {}: {}",
-                host.dev.display(),
-                warnings.join("; ")
-            ),
-        });
-    }
-    spec.devices.push(Device {
-        name: "all".to_owned(),
-        annotations: BTreeMap::new(),
-        container_edits: ContainerEdits {
-            device_nodes: all,
-            ..ContainerEdits::default()
-        },
-    });
+    let missing = format!("no render node under {}", host.dev.display());
+    with_all(&mut spec, all, "AMD", missing, &warnings)?;
     let kfd = existing_node(host, "kfd", &mut warnings);
     spec.container_edits = Some(ContainerEdits {
         device_nodes: kfd.into_iter().collect(),
@@ -147,18 +131,8 @@ pub fn generate(host: &Host) -> Result<Generated, GenerateError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::host_with;
     use super::*;
-
-    fn host_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Host) {
-        let dir = tempfile::tempdir().unwrap();
-        for (rel, text) in files {
-            let path = dir.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let host = Host::under(dir.path());
-        (dir, host)
-    }
 
     #[test]
     fn a_gpu_node_without_a_render_minor_is_named() {

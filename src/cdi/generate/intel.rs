@@ -2,11 +2,9 @@
 //! is `0x8086`), each with its card node and the render node of the same device. Devices are
 //! named by card (`card0`), as Intel's plugin names them, plus `all`.
 
-use std::collections::BTreeMap;
-
 use super::{
     GenerateError, Generated, Host, PCI_ANNOTATION, Vendor, by_number, dir_names, existing_node,
-    new_spec, read_optional,
+    new_spec, read_optional, with_all,
 };
 use crate::cdi::spec::{ContainerEdits, Device};
 
@@ -89,24 +87,8 @@ pub fn generate(host: &Host) -> Result<Generated, GenerateError> {
             },
         });
     }
-    if spec.devices.is_empty() {
-        return Err(GenerateError::NoGpu {
-            vendor: "Intel",
-            why: format!(
-                "no card node under {}: {}",
-                host.dev.display(),
-                warnings.join("; ")
-            ),
-        });
-    }
-    spec.devices.push(Device {
-        name: "all".to_owned(),
-        annotations: BTreeMap::new(),
-        container_edits: ContainerEdits {
-            device_nodes: all,
-            ..ContainerEdits::default()
-        },
-    });
+    let missing = format!("no card node under {}", host.dev.display());
+    with_all(&mut spec, all, "Intel", missing, &warnings)?;
     Ok(Generated {
         vendor: Vendor::Intel,
         spec,

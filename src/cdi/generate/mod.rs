@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::spec::{DeviceNode, Hook, Mount, Spec};
+use super::spec::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
 
 /// The spec version generated specs declare: the lowest that allows their annotations.
 pub const CDI_VERSION: &str = "0.6.0";
@@ -167,6 +167,45 @@ pub fn generate(
 }
 
 /// A new spec of `kind` with the generator annotation.
+/// A host root in a temporary directory holding `files` (path below the root, text).
+#[cfg(test)]
+fn host_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Host) {
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, text) in files {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let host = Host::under(dir.path());
+    (dir, host)
+}
+
+/// Closes a vendor's device list: none found is an error saying why (`missing`, then the
+/// warnings met on the way); else a device `all` with every node.
+fn with_all(
+    spec: &mut Spec,
+    all: Vec<DeviceNode>,
+    vendor: &'static str,
+    missing: String,
+    warnings: &[String],
+) -> Result<(), GenerateError> {
+    if spec.devices.is_empty() {
+        return Err(GenerateError::NoGpu {
+            vendor,
+            why: format!("{missing}: {}", warnings.join("; ")),
+        });
+    }
+    spec.devices.push(Device {
+        name: "all".to_owned(),
+        annotations: BTreeMap::new(),
+        container_edits: ContainerEdits {
+            device_nodes: all,
+            ..ContainerEdits::default()
+        },
+    });
+    Ok(())
+}
+
 fn new_spec(kind: &str) -> Spec {
     Spec {
         cdi_version: CDI_VERSION.to_owned(),

@@ -482,18 +482,8 @@ pub fn generate(host: &Host, options: &Options) -> Result<Generated, GenerateErr
 
 #[cfg(test)]
 mod tests {
+    use super::super::host_with;
     use super::*;
-
-    fn host_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Host) {
-        let dir = tempfile::tempdir().unwrap();
-        for (rel, text) in files {
-            let path = dir.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let host = Host::under(dir.path());
-        (dir, host)
-    }
 
     #[test]
     fn driver_versions_of_both_kernel_module_flavours() {
