@@ -391,3 +391,39 @@ fn a_private_cgroup_namespace_shows_root_in_every_hierarchy() {
     rt.ok(&["delete", "--force", &id]);
     rt.assert_gone(&id);
 }
+
+/// Hooks that run from the runtime's process (prestart, createRuntime) start in the runtime's
+/// own cgroups, as with runc, not in the container's: cdirun stands in the container's cgroup
+/// only until libcontainer forked, and the container still sees `/` in its cgroup namespace.
+#[test]
+fn runtime_hooks_run_in_the_runtimes_cgroup_and_the_container_sees_root() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["cat", "/proc/self/cgroup"]);
+    let seen = bundle.path().join("hook-cgroups");
+    let hook = |out: &std::path::Path| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat /proc/self/cgroup >> {}", out.display())]});
+    bundle.edit(|spec| {
+        spec["hooks"] =
+            serde_json::json!({"prestart": [hook(&seen)], "createRuntime": [hook(&seen)]});
+        let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        if !namespaces.iter().any(|ns| ns["type"] == "cgroup") {
+            namespaces.push(serde_json::json!({"type": "cgroup"}));
+        }
+    });
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let id = unique_id("hookcg");
+    let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for line in text(&out.stdout).lines() {
+        assert!(
+            line.ends_with(":/"),
+            "the container sees a host path: {line:?}"
+        );
+    }
+    let hooks = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        hooks,
+        format!("{own}{own}"),
+        "the hooks ran in the runtime's cgroups"
+    );
+    rt.assert_gone(&id);
+}

@@ -5,6 +5,8 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -67,8 +69,10 @@ pub enum ScopeError {
 /// such as `0::/workload.slice/ID` where runc shows `/`. Born in the right cgroup, the init's
 /// namespace is rooted there in every hierarchy.
 pub struct Stay {
-    /// `cgroup.procs` of each cgroup cdirun stood in before, to return to.
-    back: Vec<PathBuf>,
+    /// `cgroup.procs` of each cgroup cdirun stood in before, to return to; empty once back.
+    back: Arc<Mutex<Vec<PathBuf>>>,
+    /// The thread that takes cdirun back as soon as it forked (see [`Stay::until_fork`]).
+    watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Stay {
@@ -78,7 +82,10 @@ impl Stay {
     /// is and the init is placed after its start, as before.
     pub fn enter(hierarchies: &[&Hierarchy], path: &CgroupPath) -> Result<Self, ScopeError> {
         let own = read(Path::new("/proc/self/cgroup"))?;
-        let mut stay = Self { back: Vec::new() };
+        let stay = Self {
+            back: Arc::default(),
+            watcher: None,
+        };
         let Some(returns) = ways_back(&own, hierarchies) else {
             return Ok(stay);
         };
@@ -86,33 +93,89 @@ impl Stay {
         for (hierarchy, procs) in returns {
             create_in(hierarchy, path)?;
             write(&hierarchy.dir(path).join(PROCS), &pid)?;
-            stay.back.push(procs);
+            lock(&stay.back).push(procs);
         }
         Ok(stay)
     }
 
-    /// Returns cdirun to the cgroups it came from.
-    pub fn leave(mut self) -> Result<(), ScopeError> {
-        self.go_back()
+    /// Takes cdirun back as soon as the calling thread forked its first child from now on. For
+    /// create: the first process libcontainer forks is its intermediate process, which the
+    /// init inherits its cgroups from; the hooks libcontainer runs later from cdirun's process
+    /// (prestart, createRuntime) then start in cdirun's own cgroup, as with runc, not in the
+    /// container's. Without `/proc/PID/task/TID/children` cdirun is taken back at [`leave`].
+    ///
+    /// [`leave`]: Stay::leave
+    pub fn until_fork(mut self) -> Self {
+        let children = PathBuf::from(format!(
+            "/proc/self/task/{}/children",
+            nix::unistd::gettid()
+        ));
+        let Ok(before) = fs::read_to_string(&children) else {
+            return self;
+        };
+        let before: Vec<String> = before.split_whitespace().map(str::to_owned).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (back, done) = (Arc::clone(&self.back), Arc::clone(&stop));
+        let watcher = std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let now = fs::read_to_string(&children).unwrap_or_default();
+                if now
+                    .split_whitespace()
+                    .any(|pid| !before.iter().any(|b| b == pid))
+                {
+                    if let Err(err) = go_back(&back) {
+                        tracing::warn!("cannot return to cdirun's own cgroup: {err}");
+                    }
+                    return;
+                }
+                std::thread::sleep(FORK_WATCH_PAUSE);
+            }
+        });
+        self.watcher = Some((stop, watcher));
+        self
     }
 
-    fn go_back(&mut self) -> Result<(), ScopeError> {
-        let pid = std::process::id().to_string();
-        let mut first_error = None;
-        for procs in std::mem::take(&mut self.back) {
-            if let Err(err) = write(&procs, &pid) {
-                first_error.get_or_insert(err);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    /// Returns cdirun to the cgroups it came from (if the fork did not already).
+    pub fn leave(mut self) -> Result<(), ScopeError> {
+        self.stop_watching();
+        go_back(&self.back)
     }
+
+    fn stop_watching(&mut self) {
+        if let Some((stop, watcher)) = self.watcher.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = watcher.join();
+        }
+    }
+}
+
+/// How often the fork watcher looks: well below the time libcontainer takes from forking its
+/// intermediate process to running the first hook.
+const FORK_WATCH_PAUSE: Duration = Duration::from_micros(200);
+
+fn lock(back: &Mutex<Vec<PathBuf>>) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+    back.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes cdirun's pid back into every cgroup it came from, once.
+fn go_back(back: &Mutex<Vec<PathBuf>>) -> Result<(), ScopeError> {
+    let pid = std::process::id().to_string();
+    let mut first_error = None;
+    for procs in std::mem::take(&mut *lock(back)) {
+        if let Err(err) = write(&procs, &pid) {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 impl Drop for Stay {
     /// An early return still takes cdirun out: a process left there would keep the container's
     /// cgroup populated and count against its limits.
     fn drop(&mut self) {
-        if let Err(err) = self.go_back() {
+        self.stop_watching();
+        if let Err(err) = go_back(&self.back) {
             tracing::warn!("cannot return to cdirun's own cgroup: {err}");
         }
     }

@@ -514,7 +514,7 @@ impl Placement {
         }
         let stay = cgroup::Stay::enter(&targets, scope)
             .with_context(|| format!("cannot enter cgroup {scope} to start the init there"))?;
-        Ok(Some(stay))
+        Ok(Some(stay.until_fork()))
     }
 
     /// Puts the init process in the scope in the hierarchies libcontainer leaves alone. On a
