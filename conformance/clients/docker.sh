@@ -385,7 +385,7 @@ matrix() {
       'echo "$(awk "\$1 == \"CapEff:\" {print \$2}" /proc/self/status) $([ -e /dev/zero ] && [ -e /dev/'"$(ls /dev | grep -m1 -E '^(loop0|tty1|mem)$')"' ] && echo yes) $(grep Seccomp: /proc/self/status | tr -d "\t") $(awk "\$2 == \"/sys\" {split(\$4, o, \",\"); print o[1]}" /proc/mounts)"'
   else
     local why='unable to apply caps: operation not permitted'
-    [ "$rt" = cdirun ] && why="process\.capabilities: $host_caps_missing not in cdirun's own bounding set"
+    [ "$rt" = cdirun ] && why="unable to apply caps: cdirun itself does not hold $host_caps_missing"
     check_fails_with "$t --privileged on a host without $host_caps_missing: refused, naming why" \
       "$why" "${run[@]}" --rm --privileged "$image" true
   fi

@@ -89,19 +89,20 @@ fn capabilities(spec: &Spec) -> Result<()> {
     };
     // A capability this kernel does not know is left to libcontainer, as before.
     let known = caps::runtime::thread_all_supported();
-    let mut missing: Vec<String> = sets
+    let mut missing: Vec<Capability> = sets
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(to_caps)
         .filter(|cap| known.contains(cap) && !own.contains(cap))
-        .map(|cap| cap.to_string())
         .collect();
-    missing.sort();
+    // In the kernel's order, as /proc/PID/status lists them.
+    missing.sort_by_key(|cap| cap.index());
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
+    let missing: Vec<String> = missing.iter().map(Capability::to_string).collect();
     bail!(
         "unable to apply caps: cdirun itself does not hold {} (the host or the service running \
          cdirun lacks it): drop it from process.capabilities",
