@@ -7,8 +7,9 @@ use anyhow::Result;
 use clap::CommandFactory;
 use liboci_cli::{CommonCmd, StandardCmd};
 
-use cdirun::cli::{CdiCommand, Command, LogFormat, Opts};
+use cdirun::cli::{CdiCommand, Command, Opts};
 use cdirun::engine::seal;
+use cdirun::log::LogFormat;
 use cdirun::{commands, log};
 
 /// Socket activation passes `LISTEN_FDS` descriptors to the process whose pid is `LISTEN_PID`.
