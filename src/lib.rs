@@ -17,4 +17,3 @@ pub mod install;
 pub mod log;
 pub mod request;
 pub mod rootless;
-pub mod seccomp;

@@ -57,7 +57,7 @@ impl Init<'_> {
 
         let on_disk = bundle::Config::load(&bundle)?;
         crate::engine::precheck::spec(&bundle, &on_disk.source)?;
-        crate::seccomp::check(&on_disk.source)?;
+        crate::engine::seccomp::check(&on_disk.source)?;
         // Refused before any edit takes a claim; the mount edit maps the value.
         edit::mounts::root_propagation(&on_disk.source)?;
         let hierarchies = cgroup::Hierarchies::discover()

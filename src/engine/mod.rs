@@ -16,6 +16,8 @@
 //!   libcontainer's default executor does these.
 //! - [`precheck`]: refusals libcontainer makes only late or without naming the thing, made up
 //!   front. Each check goes when libcontainer refuses early and by name.
+//! - [`seccomp`]: profiles libcontainer would hang on (`SCMP_ACT_NOTIFY`), refused up front.
+//!   Goes when cdirun passes the notify descriptor to the listener as runc does.
 //! - [`creation`]: the processes of a create killed part-way, found and killed by `delete`.
 //!   Goes when libcontainer's intermediate and init processes stop inheriting the create's
 //!   descriptors and a killed create leaves nothing running.
@@ -39,3 +41,4 @@ pub mod hook_stage;
 pub mod late_hooks;
 pub mod precheck;
 pub mod seal;
+pub mod seccomp;
