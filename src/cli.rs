@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use liboci_cli::{CommonCmd, GlobalOpts, StandardCmd};
 
+use crate::log::LogFormat;
+
 /// An accelerator-aware, runc-compatible OCI runtime.
 #[derive(Parser, Debug)]
 #[command(name = "cdirun", disable_version_flag = true)]
@@ -426,13 +428,6 @@ pub struct Unsupported {
     pub rest: Vec<String>,
 }
 
-/// Log output format, as runc names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 /// Exits as clap does for a command line it refuses, after writing the error to the `--log` file
 /// the command line names: containerd reads a failed runtime's error from that file, which
 /// would otherwise stay empty (runc logs "flag provided but not defined" there).
@@ -475,16 +470,6 @@ fn log_flags(args: impl Iterator<Item = String>) -> Option<(String, LogFormat)> 
     }
     let format = LogFormat::parse(format.as_deref()).unwrap_or(LogFormat::Text);
     path.map(|path| (path, format))
-}
-
-impl LogFormat {
-    pub fn parse(value: Option<&str>) -> Result<Self, String> {
-        match value {
-            None | Some("text") => Ok(Self::Text),
-            Some("json") => Ok(Self::Json),
-            Some(other) => Err(format!("invalid log-format {other:?}: use text or json")),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use anyhow::Result;
 use clap::CommandFactory;
 use liboci_cli::{CommonCmd, StandardCmd};
 
-use cdirun::cli::{CdiCommand, Command, LogFormat, Opts};
-use cdirun::{commands, log, seal};
+use cdirun::cli::{CdiCommand, Command, Opts};
+use cdirun::engine::seal;
+use cdirun::log::LogFormat;
+use cdirun::{commands, log};
 
 /// Socket activation passes `LISTEN_FDS` descriptors to the process whose pid is `LISTEN_PID`.
 /// libcontainer hands the init every descriptor `LISTEN_FDS` counts without that check, so a

@@ -14,7 +14,7 @@ pub const VERSIONS: [&str; 8] = [
     "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0",
 ];
 
-pub use crate::hook_stage::HOOK_STAGES;
+pub use crate::engine::hook_stage::HOOK_STAGES;
 
 /// `permissions` value that asks for a device cgroup rule granting no access.
 pub const NO_PERMISSIONS: &str = "none";

@@ -56,8 +56,8 @@ impl Init<'_> {
         let loaded = globals.load_config()?;
 
         let on_disk = bundle::Config::load(&bundle)?;
-        super::precheck::spec(&bundle, &on_disk.source)?;
-        crate::seccomp::check(&on_disk.source)?;
+        crate::engine::precheck::spec(&bundle, &on_disk.source)?;
+        crate::engine::seccomp::check(&on_disk.source)?;
         // Refused before any edit takes a claim; the mount edit maps the value.
         edit::mounts::root_propagation(&on_disk.source)?;
         let hierarchies = cgroup::Hierarchies::discover()
@@ -87,7 +87,8 @@ impl Init<'_> {
         }
         pause_at("edited");
         let rootfs = rootfs_of(&bundle, &spec);
-        let mut finish = crate::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
+        let mut finish =
+            crate::engine::finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
         if globals.rootless && has_user_namespace(&spec) {
             finish.skip_cgroup_mounts();
         }
@@ -117,7 +118,7 @@ impl Init<'_> {
                 },
             );
         }
-        let mark = match crate::creation::Mark::take(&globals.root, id) {
+        let mark = match crate::engine::creation::Mark::take(&globals.root, id) {
             Ok(mark) => mark,
             Err(err) => {
                 release(&record.claims.without_scopes(), &loaded.config);
@@ -217,7 +218,7 @@ impl Init<'_> {
         let pid_file = self.pid_file.map(super::absolute).transpose()?;
         let output = capture_hook_output(spec, &globals.root)?;
         let built = ContainerBuilder::new(self.id.to_owned(), SyscallType::default())
-            .with_executor(super::executor::RuncExecutor)
+            .with_executor(crate::engine::executor::RuncExecutor)
             .with_root_path(&globals.root)?
             .with_pid_file(pid_file)?
             .with_console_socket(self.console_socket)
@@ -307,11 +308,11 @@ fn fake_placement(path: &cgroup::CgroupPath) -> Result<()> {
 }
 
 /// Sends the output of the hooks libcontainer runs during the build to the log (see
-/// crate::hook_output), when the config has any.
+/// crate::engine::hook_output), when the config has any.
 fn capture_hook_output(
     spec: &libcontainer::oci_spec::runtime::Spec,
     root: &Path,
-) -> Result<Option<crate::hook_output::Capture>> {
+) -> Result<Option<crate::engine::hook_output::Capture>> {
     let Some(hooks) = spec.hooks() else {
         return Ok(None);
     };
@@ -325,7 +326,7 @@ fn capture_hook_output(
         return Ok(None);
     }
     let mark = some(hooks.start_container()).then_some(root);
-    Ok(Some(crate::hook_output::Capture::begin(mark)?))
+    Ok(Some(crate::engine::hook_output::Capture::begin(mark)?))
 }
 
 /// libcontainer's error, or for a failed hook an error that names it (libcontainer's does not).
@@ -335,7 +336,7 @@ fn build_error(
     stderr: &str,
 ) -> anyhow::Error {
     let hooks = spec.hooks().as_ref();
-    match hooks.and_then(|hooks| crate::hook_failure::explain(&err, hooks)) {
+    match hooks.and_then(|hooks| crate::engine::hook_failure::explain(&err, hooks)) {
         Some(failed) => failed.with_stderr(stderr).into(),
         None => err.into(),
     }

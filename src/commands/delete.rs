@@ -75,7 +75,7 @@ pub fn delete_container(
     // A create that died before its record may have left its intermediate and init running,
     // perhaps outside every cgroup still: they go first, so that none of them can make the
     // cgroup again after it is removed.
-    crate::creation::kill_holders(root, &id)
+    crate::engine::creation::kill_holders(root, &id)
         .with_context(|| format!("cannot delete container {id:?}"))?;
     // Read before libcontainer removes the state dir. With the systemd driver the cgroup is the
     // unit's, which systemd removes with everything below it. A create killed before
@@ -102,7 +102,7 @@ pub fn delete_container(
             wait_until_dead(init.as_raw());
         }
     }
-    crate::late_hooks::delete(container, force)
+    crate::engine::late_hooks::delete(container, force)
         .with_context(|| format!("cannot delete container {:?}", container.id()))?;
     match record {
         // The scope claim names the cgroup removed above: releasing it again would only walk
@@ -187,7 +187,7 @@ fn wait_until_dead(pid: i32) {
 /// libcontainer wrote its state, whose claims and state dir go now.
 fn remove_partial(dir: &Path, globals: &Globals, id: &str) -> Result<()> {
     let root = globals.root.as_path();
-    crate::creation::kill_holders(root, id)
+    crate::engine::creation::kill_holders(root, id)
         .with_context(|| format!("cannot delete container {id:?}"))?;
     let record = Record::load(dir)?;
     // Killed before libcontainer wrote the state, the create may have made the cgroup and put

@@ -32,7 +32,7 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         None => from_flags(&args, &spec)?,
     };
     if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
-        super::executor::seccomp_for_exec(profile);
+        crate::engine::executor::seccomp_for_exec(profile);
     }
     check(&process)?;
     if process.get("terminal") == Some(&Value::Bool(true))
@@ -63,7 +63,7 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         false => stay_in_container(&container)?,
     };
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
-        .with_executor(super::executor::RuncExecutor)
+        .with_executor(crate::engine::executor::RuncExecutor)
         .with_root_path(&globals.root)?
         .with_console_socket(args.console_socket.as_ref())
         .with_pid_file(pid_file)?
@@ -99,7 +99,7 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
 fn missing_cwd(container: &Container, process: &Value) -> Option<anyhow::Error> {
     let cwd = process.get("cwd").and_then(Value::as_str)?;
     let pid = container.pid()?;
-    super::precheck::exec_cwd(pid.as_raw(), cwd).err()
+    crate::engine::precheck::exec_cwd(pid.as_raw(), cwd).err()
 }
 
 /// libcontainer 0.7 joins an exec'd process to every namespace of the container except its user

@@ -63,7 +63,9 @@ pub fn document() -> Features {
         .set_oci_version_min("1.0.0".to_owned())
         .set_oci_version_max(VERSION.to_owned())
         .set_hooks(Some(
-            crate::hook_stage::HOOK_STAGES.map(str::to_owned).to_vec(),
+            crate::engine::hook_stage::HOOK_STAGES
+                .map(str::to_owned)
+                .to_vec(),
         ))
         .set_mount_options(Some(MountOption::known_options()))
         .set_linux(Some(linux))

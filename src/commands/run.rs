@@ -27,7 +27,7 @@ pub fn run(args: liboci_cli::Run, globals: &Globals) -> Result<i32> {
     let mut container = init.create(globals)?;
     let container_dir = globals.container_dir(&args.container_id);
 
-    let started = crate::late_hooks::start(&mut container)
+    let started = crate::engine::late_hooks::start(&mut container)
         .with_context(|| format!("cannot start container {:?}", args.container_id));
     if let Err(err) = started {
         let _ = super::delete::delete_container(&mut container, &container_dir, true, globals);

@@ -13,6 +13,6 @@ pub fn start(args: liboci_cli::Start, globals: &Globals) -> Result<()> {
         _ => "it is not created",
     };
     super::require_status(&container, &[ContainerStatus::Created], "start", reason)?;
-    crate::late_hooks::start(&mut container)
+    crate::engine::late_hooks::start(&mut container)
         .with_context(|| format!("cannot start container {:?}", args.container_id))
 }

@@ -21,7 +21,7 @@ use crate::cdi::spec::{
 };
 use crate::claims::Claims;
 use crate::claims::gpu::{self as ledger, LedgerError};
-use crate::hook_stage::Stage;
+use crate::engine::hook_stage::Stage;
 use crate::request::{self, Device, Request, RequestError, Sharing, Source};
 
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,8 @@
 //!   as mount data. podman sends `tmpcopyup` on every `--tmpfs` and on the tmpfs mounts of
 //!   `--read-only` containers. It asks for the image's files at the mount point to be copied into
 //!   the new tmpfs; libcontainer cannot do that, so the option is dropped here and cdirun copies
-//!   after libcontainer mounted the tmpfs (see `crate::finish`, which reads the option from the
-//!   client's config).
+//!   after libcontainer mounted the tmpfs (see `crate::engine::finish`, which reads the option
+//!   from the client's config).
 //! - A filesystem mount without `source` (`ctr run --mount type=tmpfs,dst=/x`): the source of a
 //!   tmpfs, proc or similar is only a name, so it gets the type's name. A bind mount without a
 //!   source stays an error.
@@ -83,7 +83,7 @@ fn set_root_propagation(spec: &mut Spec) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Options removed from every mount; `crate::finish` acts on them instead.
+/// Options removed from every mount; `crate::engine::finish` acts on them instead.
 pub const UNSUPPORTED_OPTIONS: [&str; 2] = ["tmpcopyup", "notmpcopyup"];
 
 pub struct MountOptions;

@@ -23,7 +23,7 @@ use libcontainer::oci_spec::runtime::{Hook as OciHook, Spec};
 use regex::Regex;
 use serde::Deserialize;
 
-pub use crate::hook_stage::{HOOK_STAGES, Stage};
+pub use crate::engine::hook_stage::{HOOK_STAGES, Stage};
 
 /// The current schema version.
 pub const VERSION: &str = "1.0.0";

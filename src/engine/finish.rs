@@ -424,7 +424,7 @@ fn mount_attrs(mount: &Mount) -> u64 {
 fn set_mount_attrs(path: &Path, attrs: u64) -> io::Result<()> {
     let path = CString::new(path.as_os_str().as_bytes())?;
     let flags = libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW;
-    crate::seal::mount_setattr(libc::AT_FDCWD, &path, flags, attrs)?;
+    crate::engine::seal::mount_setattr(libc::AT_FDCWD, &path, flags, attrs)?;
     Ok(())
 }
 

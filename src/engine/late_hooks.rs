@@ -18,7 +18,7 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::{Hook, Hooks, Spec};
 use nix::unistd::Pid;
 
-use crate::hook_failure::HookFailed;
+use crate::engine::hook_failure::HookFailed;
 
 /// The hook stages whose failures are only warnings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +75,10 @@ pub fn start(container: &mut Container) -> Result<(), StartError> {
         return Err(err.into());
     }
     if let (Some(init), Some(start_hooks)) = (init, &start_hooks) {
-        if !crate::hook_output::reached_exec(&dir, init, before.as_deref()) {
+        if !crate::engine::hook_output::reached_exec(&dir, init, before.as_deref()) {
             let rootfs = rootfs(container.bundle());
-            if let Some(failed) = crate::hook_failure::start_container_failed(start_hooks, &rootfs)
+            if let Some(failed) =
+                crate::engine::hook_failure::start_container_failed(start_hooks, &rootfs)
             {
                 return Err(failed.into());
             }

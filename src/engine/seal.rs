@@ -1,4 +1,6 @@
 //! Protection against CVE-2019-5736 for the verbs that put a process into a container.
+//! libcontainer 0.7 has none: it leaves this to the binary that embeds it (youki's own `main`
+//! seals itself with pentacle), so this stays when libcontainer is fixed.
 //!
 //! A process inside the container can reach the runtime's binary through /proc/<pid>/exe while
 //! the runtime joins the container, and overwrite it on the host. The runtime must therefore run

@@ -8,8 +8,8 @@
 //! knows the hooks it handed over, so it names the failed one: exactly when only one hook can
 //! have failed that way, else the hooks it may have been.
 //!
-//! The line ends with the last lines the hooks wrote to stderr, which crate::hook_output keeps
-//! off the container's streams. What cannot be added here: which of several hooks of the
+//! The line ends with the last lines the hooks wrote to stderr, which [`super::hook_output`]
+//! keeps off the container's streams. What cannot be added here: which of several hooks of the
 //! stages failed (libcontainer does not say how far it got).
 
 use std::fmt;
@@ -28,7 +28,7 @@ use libcontainer::process::init::error::InitProcessError;
 pub struct HookFailed {
     pub hooks: Suspects,
     pub how: String,
-    /// The last lines the hooks wrote to stderr (crate::hook_output), as runc adds them.
+    /// The last lines the hooks wrote to stderr (crate::engine::hook_output), as runc adds them.
     pub stderr: String,
 }
 

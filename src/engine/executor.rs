@@ -7,7 +7,7 @@
 //! (runc wants any execute bit). This check follows runc (Go's exec.LookPath) in both.
 //!
 //! For a created container it also keeps the startContainer hooks' stderr off the container's
-//! (see crate::hook_output). For `exec` it also loads the container's seccomp filter, which
+//! (see [`super::hook_output`]). For `exec` it also loads the container's seccomp filter, which
 //! libcontainer 0.7 leaves out (see [`seccomp_for_exec`]), and for every process it sets HOME as
 //! runc does when the uid has no home in the container's /etc/passwd.
 
@@ -71,7 +71,8 @@ impl Executor for RuncExecutor {
         if let Some(profile) = EXEC_SECCOMP.get() {
             load_exec_seccomp(profile)?;
         }
-        crate::hook_output::before_exec().map_err(|err| ExecutorError::Other(err.to_string()))?;
+        crate::engine::hook_output::before_exec()
+            .map_err(|err| ExecutorError::Other(err.to_string()))?;
         DefaultExecutor {}.exec(spec)
     }
 
@@ -88,7 +89,7 @@ impl Executor for RuncExecutor {
         let process = spec.process().as_ref().ok_or_else(|| {
             ExecutorValidationError::ArgValidationError("the spec has no process".into())
         })?;
-        crate::hook_output::quiet_for_start_hooks(process.terminal().unwrap_or(false))
+        crate::engine::hook_output::quiet_for_start_hooks(process.terminal().unwrap_or(false))
             .map_err(|err| ExecutorValidationError::ArgValidationError(err.to_string()))?;
         let Some(command) = process.args().as_ref().and_then(|args| args.first()) else {
             return Err(ExecutorValidationError::ArgValidationError(

@@ -1,5 +1,8 @@
 //! The OCI runtime spec's hook stages: their names in config.json, and adding a hook to one.
 //! CDI specs, hooks.d files and `features` all speak this vocabulary.
+//!
+//! No libcontainer behaviour is covered here: libcontainer 0.7 (through oci-spec) has one field
+//! per stage and no name for a stage, so this stays when libcontainer is fixed.
 
 #![allow(deprecated)] // `prestart` is deprecated in the runtime spec but still run.
 
