@@ -6,6 +6,12 @@
 #
 #   CDIRUN_BIN=target/release/cdirun conformance/systemd/run.sh
 #
+# crun is not run here: crun 1.8 refuses a hybrid layout ("cgroups in hybrid mode not
+# supported"). A unified (pure v2) systemd under nspawn is possible on this host only with a
+# cgroup2 tree that has no controllers (the kernel binds them all to v1), so the pure v2 layout
+# with a booted systemd is tested in the QEMU guest of conformance/cgroupv2 instead, with runc
+# and crun beside cdirun.
+#
 # The host has no systemd, so nspawn runs with --register=no --keep-unit in a cgroup of its
 # own below this script's, in every hierarchy; the booted systemd manages only that subtree.
 # The v1 hierarchies are remounted writable inside and systemd re-executed so that it manages
