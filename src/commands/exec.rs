@@ -57,10 +57,23 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     let tenants = TenantFiles::lock(&container_dir)?;
     let process_file = ProcessFile::write(&container_dir, &process)?;
     let pid_file = args.pid_file.as_deref().map(super::absolute).transpose()?;
-    // Rootless, cdirun may not move itself; the process is placed after its start.
-    let stay = match globals.rootless {
-        true => None,
-        false => stay_in_container(&container)?,
+    // Read once for the stay and the join. Rootless, cdirun may not move itself: the process
+    // is only placed after its start, and a failure to find where is a warning, as the join's.
+    let unmanaged = match Unmanaged::of(&container) {
+        Ok(unmanaged) => unmanaged,
+        Err(err) if globals.rootless => {
+            tracing::warn!("{err:#}");
+            None
+        }
+        Err(err) => return Err(err),
+    };
+    let targets = unmanaged
+        .as_ref()
+        .map(Unmanaged::targets)
+        .unwrap_or_default();
+    let stay = match (&unmanaged, globals.rootless) {
+        (Some(unmanaged), false) => unmanaged.stay(&targets)?,
+        _ => None,
     };
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(crate::engine::executor::RuncExecutor)
@@ -84,8 +97,10 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     let pid = built
         .map_err(|err| missing_cwd(&container, &process).unwrap_or_else(|| err.into()))
         .with_context(|| format!("cannot exec in container {id:?}"))?;
-    if let Err(err) = join_unmanaged(&container, pid) {
-        tracing::warn!("{err:#}");
+    if let Some(unmanaged) = &unmanaged {
+        if let Err(err) = unmanaged.join(&targets, pid) {
+            tracing::warn!("{err:#}");
+        }
     }
     if args.detach {
         return Ok(0);
@@ -335,62 +350,61 @@ impl Drop for ProcessFile {
     }
 }
 
-/// libcontainer joins an exec'd process to the v1 controllers only, so on a hybrid host it would
-/// stay in cdirun's own cgroup in the cgroup2 mount (and named v1 hierarchies), outside the
-/// container's scope that `create` put the init in. This moves it there too. It runs after the
-/// process started: children it forked before this point stay behind, which is why a failure
-/// here is a warning, not an error.
-fn join_unmanaged(container: &Container, pid: Pid) -> Result<()> {
-    let Some((hierarchies, path)) = unmanaged_cgroup(container)? else {
-        return Ok(());
-    };
-    cgroup::Scope::new(&hierarchies, path.clone())
-        .add_process(pid.as_raw(), &unmanaged(&hierarchies, &path))
-        .with_context(|| format!("cannot move exec process {pid} into cgroup {path}"))
+/// Where `create`, not libcontainer, placed the container: the hierarchies libcontainer leaves
+/// alone (the cgroup2 mount and named v1 hierarchies of a hybrid host) and the container's
+/// cgroup path there. `None` under systemd, whose unit holds the container.
+struct Unmanaged {
+    hierarchies: cgroup::Hierarchies,
+    path: cgroup::CgroupPath,
 }
 
-/// cdirun stands in the container's cgroups that libcontainer does not join while it forks the
-/// process, so that the process joins the container's cgroup namespace from there and sees
-/// `/` (see [`cgroup::Stay`]); [`join_unmanaged`] then finds it in place.
-fn stay_in_container(container: &Container) -> Result<Option<cgroup::Stay>> {
-    let Some((hierarchies, path)) = unmanaged_cgroup(container)? else {
-        return Ok(None);
-    };
-    let targets = unmanaged(&hierarchies, &path);
-    if targets.is_empty() {
-        return Ok(None);
+impl Unmanaged {
+    fn of(container: &Container) -> Result<Option<Self>> {
+        if container.systemd() {
+            return Ok(None);
+        }
+        let config = container
+            .spec()
+            .context("cannot read the recorded config")?;
+        let path = cgroup::CgroupPath::parse(&config.cgroup_path.to_string_lossy())?;
+        let hierarchies = cgroup::Hierarchies::discover()
+            .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
+        Ok(Some(Self { hierarchies, path }))
     }
-    let stay = cgroup::Stay::enter(&targets, &path)
-        .with_context(|| format!("cannot enter cgroup {path} to start the exec process there"))?;
-    Ok(Some(stay))
-}
 
-/// The host's hierarchies and the container's cgroup path, for a container cdirun placed
-/// itself (cgroupfs driver); `None` under systemd, whose unit holds the container.
-fn unmanaged_cgroup(
-    container: &Container,
-) -> Result<Option<(cgroup::Hierarchies, cgroup::CgroupPath)>> {
-    if container.systemd() {
-        return Ok(None);
+    /// The hierarchies where create placed the init: a missing scope is not exec's to create.
+    fn targets(&self) -> Vec<&cgroup::Hierarchy> {
+        self.hierarchies
+            .not_managed_by_libcontainer()
+            .into_iter()
+            .filter(|h| h.dir(&self.path).is_dir())
+            .collect()
     }
-    let config = container
-        .spec()
-        .context("cannot read the recorded config")?;
-    let path = cgroup::CgroupPath::parse(&config.cgroup_path.to_string_lossy())?;
-    let hierarchies = cgroup::Hierarchies::discover()
-        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
-    Ok(Some((hierarchies, path)))
-}
 
-/// The hierarchies libcontainer does not join where create placed the init: a missing scope
-/// is not exec's to create.
-fn unmanaged<'h>(
-    hierarchies: &'h cgroup::Hierarchies,
-    path: &cgroup::CgroupPath,
-) -> Vec<&'h cgroup::Hierarchy> {
-    hierarchies
-        .not_managed_by_libcontainer()
-        .into_iter()
-        .filter(|h| h.dir(path).is_dir())
-        .collect()
+    /// cdirun stands in the container's cgroup in `targets` while libcontainer forks the
+    /// process, so that the process joins the container's cgroup namespace from there and
+    /// sees `/` (see [`cgroup::Stay`]); [`Self::join`] then finds it in place.
+    fn stay(&self, targets: &[&cgroup::Hierarchy]) -> Result<Option<cgroup::Stay>> {
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let stay = cgroup::Stay::enter(targets, &self.path).with_context(|| {
+            format!(
+                "cannot enter cgroup {} to start the exec process there",
+                self.path
+            )
+        })?;
+        Ok(Some(stay))
+    }
+
+    /// libcontainer joins an exec'd process to the v1 controllers only, so on a hybrid host it
+    /// would stay in cdirun's own cgroup in `targets`, outside the container's scope that
+    /// `create` put the init in. This moves it there too (where it was not born there). It
+    /// runs after the process started: children it forked before this point stay behind,
+    /// which is why a failure here is a warning, not an error.
+    fn join(&self, targets: &[&cgroup::Hierarchy], pid: Pid) -> Result<()> {
+        cgroup::Scope::new(&self.hierarchies, self.path.clone())
+            .add_process(pid.as_raw(), targets)
+            .with_context(|| format!("cannot move exec process {pid} into cgroup {}", self.path))
+    }
 }
