@@ -283,6 +283,15 @@ impl Config {
     }
 }
 
+/// How a value is spelled in a JSON or TOML file: serde's name of a unit enum variant
+/// (`"RLIMIT_NOFILE"`, `"cgroup"`, `"exclusive"`); `None` for a value that is no string there.
+pub fn serde_name(value: &impl Serialize) -> Option<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => Some(name),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -597,10 +597,7 @@ fn ledger(state_dir: &Path, registry: &Registry) -> Vec<Check> {
         for entry in entries {
             let who = format!(
                 "{device} held ({}) by {:?} (root {})",
-                serde_json::to_value(entry.sharing)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                crate::config::serde_name(&entry.sharing).unwrap_or_default(),
                 entry.holder.id,
                 entry.holder.root.display()
             );

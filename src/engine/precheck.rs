@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use caps::{CapSet, Capability};
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::config::serde_name;
+
 /// The checks `create` makes on the bundle's own config.json.
 pub fn spec(bundle: &Path, spec: &Spec) -> Result<()> {
     rootfs(bundle, spec)?;
@@ -46,10 +48,7 @@ fn namespaces(spec: &Spec) -> Result<()> {
     for namespace in listed.into_iter().flatten() {
         let typ = namespace.typ();
         if seen.contains(&typ) {
-            let name = serde_json::to_value(typ)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| format!("{typ:?}"));
+            let name = serde_name(&typ).unwrap_or_else(|| format!("{typ:?}"));
             bail!("linux.namespaces: the {name} namespace is listed twice");
         }
         seen.push(typ);
@@ -112,8 +111,7 @@ fn capabilities(spec: &Spec) -> Result<()> {
 
 /// The caps crate's name for an oci-spec capability; `None` for one this caps version lacks.
 fn to_caps(cap: &libcontainer::oci_spec::runtime::Capability) -> Option<Capability> {
-    let name = serde_json::to_value(cap).ok()?;
-    name.as_str()?.parse().ok()
+    serde_name(cap)?.parse().ok()
 }
 
 /// An exec's cwd must be a directory in the container. libcontainer's init reports a missing
@@ -154,12 +152,7 @@ fn rlimits(spec: &Spec) -> Result<()> {
     let mut may_raise = None;
     for rlimit in rlimits.into_iter().flatten() {
         // Named only for an error: "RLIMIT_NOFILE", as config.json spells it.
-        let name = || {
-            serde_json::to_value(rlimit.typ())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| format!("{:?}", rlimit.typ()))
-        };
+        let name = || serde_name(&rlimit.typ()).unwrap_or_else(|| format!("{:?}", rlimit.typ()));
         let (soft, hard) = (rlimit.soft(), rlimit.hard());
         if soft > hard {
             bail!(
