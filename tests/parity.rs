@@ -336,6 +336,16 @@ fn state_right_after_start_is_running_with_the_init_pid() {
     rt.assert_gone(&id);
 }
 
+/// Gives the bundle's container a cgroup namespace of its own (the default spec may have one).
+fn with_cgroup_namespace(bundle: &Bundle) {
+    bundle.edit(|spec| {
+        let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        if !namespaces.iter().any(|ns| ns["type"] == "cgroup") {
+            namespaces.push(serde_json::json!({"type": "cgroup"}));
+        }
+    });
+}
+
 /// In a private cgroup namespace the container sees `/` in every hierarchy, as with runc: the
 /// init and an exec'd process start in the container's cgroup there, also where cdirun (not
 /// libcontainer) places them (`name=systemd` and the cgroup2 mount of a hybrid host), and
@@ -344,12 +354,7 @@ fn state_right_after_start_is_running_with_the_init_pid() {
 fn a_private_cgroup_namespace_shows_root_in_every_hierarchy() {
     let rt = Runtime::new();
     let bundle = Bundle::new(&["sh", "-c", "cat /proc/self/cgroup; sleep 30"]);
-    bundle.edit(|spec| {
-        let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
-        if !namespaces.iter().any(|ns| ns["type"] == "cgroup") {
-            namespaces.push(serde_json::json!({"type": "cgroup"}));
-        }
-    });
+    with_cgroup_namespace(&bundle);
     let own_before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let id = unique_id("cgns");
     rt.started(&bundle, &id);
@@ -404,11 +409,8 @@ fn runtime_hooks_run_in_the_runtimes_cgroup_and_the_container_sees_root() {
     bundle.edit(|spec| {
         spec["hooks"] =
             serde_json::json!({"prestart": [hook(&seen)], "createRuntime": [hook(&seen)]});
-        let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
-        if !namespaces.iter().any(|ns| ns["type"] == "cgroup") {
-            namespaces.push(serde_json::json!({"type": "cgroup"}));
-        }
     });
+    with_cgroup_namespace(&bundle);
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let id = unique_id("hookcg");
     let out = rt.run(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
