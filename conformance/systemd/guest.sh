@@ -66,10 +66,13 @@ probe_script='for d in "$@"; do
   else r=allowed; fi
   printf "%s=%s " "${d#/dev/}" "$r"
 done'
-probe() { # RT ID
-  "$(runtime_bin "$1")" exec "$2" sh -c "
+probe() { # RT ID [NODES...] (default: both GPUs, the disk, another GPU made inside)
+  local rt=$1 id=$2
+  shift 2
+  (($#)) || set -- /dev/nvidia0 /dev/nvidia1 /dev/disk0 /dev/gpu-other
+  "$(runtime_bin "$rt")" exec "$id" sh -c "
     mknod /dev/disk0 b $disk 2>/dev/null; mknod /dev/gpu-other c 195 1 2>/dev/null
-    $probe_script" sh /dev/nvidia0 /dev/nvidia1 /dev/disk0 /dev/gpu-other 2>&1
+    $probe_script" sh "$@" 2>&1
 }
 # The container's v1 limits and devices list, read from the host side of its cgroup.
 limits() { # CGROUP
@@ -233,12 +236,7 @@ if ! sd_run cdirun "$id" "workload.slice:cdirun:$id" '{"cdi.k8s.io/gpu": "nvidia
   fail "a CDI GPU container starts" "$(cat "$work/$id.out")"
 else
   want="nvidia0=allowed gpu-other=denied disk0=denied "
-  cdi_probe() {
-    "$cdirun" exec "$id" sh -c "
-      mknod /dev/disk0 b $disk 2>/dev/null; mknod /dev/gpu-other c 195 1 2>/dev/null
-      $probe_script" sh /dev/nvidia0 /dev/gpu-other /dev/disk0 2>&1
-  }
-  expect "CDI GPU: opens, another GPU and the disk are denied" "$want" "$(cdi_probe)"
+  expect "CDI GPU: opens, another GPU and the disk are denied" "$want" "$(probe cdirun "$id" /dev/nvidia0 /dev/gpu-other /dev/disk0)"
   # An open loop across the reload, as a CUDA process holds on: every open must succeed.
   "$cdirun" exec -d "$id" sh -c 'n=0; while [ $n -lt 100 ]; do
       if dd if=/dev/nvidia0 of=/dev/null bs=1 count=1 2>&1 | grep -q "not permitted"; then echo denied >>/tmp/loop; fi
@@ -247,7 +245,7 @@ else
   for _ in $(seq 100); do "$cdirun" exec "$id" grep -q done /tmp/loop 2>/dev/null && break; sleep 0.1; done
   expect "CDI GPU: no open is denied during and after daemon-reload" "done" \
     "$("$cdirun" exec "$id" cat /tmp/loop 2>&1)"
-  expect "CDI GPU: the same access after daemon-reload" "$want" "$(cdi_probe)"
+  expect "CDI GPU: the same access after daemon-reload" "$want" "$(probe cdirun "$id" /dev/nvidia0 /dev/gpu-other /dev/disk0)"
   "$cdirun" delete --force "$id" >/dev/null 2>&1
 fi
 rm -f /etc/cdi/systemd-suite.yaml
