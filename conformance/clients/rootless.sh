@@ -76,21 +76,8 @@ as_user() {
 
 # cdirun's config: CDI specs under the temp dir (podman scrubs the runtime's env:
 # conmon_env_vars carries CDIRUN_CONFIG).
-mkdir -p "$work/cdi"
-mknod "$work/accel0" c 195 254
+write_cdi_spec "$work/cdi" "$work/accel0"
 chmod 666 "$work/accel0"
-cat >"$work/cdi/test-accel.yaml" <<YAML
-cdiVersion: "0.6.0"
-kind: test.cdirun.dev/accel
-containerEdits:
-  env: ["ACCEL_DRIVER=test-1.0"]
-devices:
-  - name: accel0
-    containerEdits:
-      deviceNodes:
-        - path: /dev/accel0
-          hostPath: $work/accel0
-YAML
 # podman resolves --device vendor/class=name itself, from /etc/cdi (specs up to version 0.5.0),
 # into a linux.devices entry; rootless, a runtime binds the host node at the same path (crun
 # and cdirun alike), so this device's node is at its container path on the host too.
