@@ -148,25 +148,12 @@ task_status() {
   "${ctr[@]}" task list | awk -v id="$1" '$1 == id {print $3}'
 }
 
-# check_tty NAME CTR-ARGS...: `ctr CTR-ARGS` (a --tty command running `tty` in the container) must
-# print the container's own terminal, /dev/pts/0. script(1) gives ctr the terminal it wants:
-#  - the time limit wraps script, never ctr inside it: timeout puts its command in a process group
-#    of its own, which is not the terminal's foreground group unless script's shell execs timeout
-#    (bash does, dash does not), and ctr making the terminal raw from a background group is
-#    stopped by SIGTTOU until the limit. script's shell is pinned, as $SHELL differs by host;
-#  - script's stdin is /dev/null, because script prints nothing at all when its stdin is closed
-#    (and the terminal may echo a control character before the output when that stdin ends).
+# check_tty NAME CTR-ARGS...: `ctr CTR-ARGS` (a --tty command running `tty` in the container)
+# must print the container's own terminal (see lib.sh).
 check_tty() {
-  local name=$1 out rc=0
+  local name=$1
   shift
-  out=$(SHELL=/bin/sh timeout 120 script -qec "$(printf '%q ' "${ctr_bare[@]}" "$@")" /dev/null \
-    </dev/null 2>&1 | tr -d '\r') || rc=$?
-  if ((rc == 0)) && grep -q '/dev/pts/0$' <<<"$out"; then
-    ok "$name"
-  else
-    fail "$name" "want exit 0 and a line /dev/pts/0 from: ctr $*
-got (exit $rc):  $out"
-  fi
+  check_terminal "$name" "${ctr_bare[@]}" "$@"
 }
 
 # --- run -----------------------------------------------------------------------------------------

@@ -200,19 +200,12 @@ state_of() { "${dk[@]}" inspect --format '{{.State.Status}} {{.State.ExitCode}}'
 # shellcheck disable=SC2016
 self_cgroup='awk -F: '\''$2 == "pids" {print $3}'\'' /proc/self/cgroup'
 
-# check_tty NAME DOCKER-ARGS...: docker -it under script(1); the output must end with a line
-# /dev/pts/0 (see containerd.sh for why timeout wraps script and stdin is /dev/null).
+# check_tty NAME DOCKER-ARGS...: docker -it; the output must end with a line /dev/pts/0 (see
+# lib.sh).
 check_tty() {
-  local name=$1 out rc=0
+  local name=$1
   shift
-  out=$(SHELL=/bin/sh timeout 120 script -qec "$(printf '%q ' "${dk_bare[@]}" "$@")" /dev/null \
-    </dev/null 2>&1 | tr -d '\r') || rc=$?
-  if ((rc == 0)) && grep -q '/dev/pts/0$' <<<"$out"; then
-    ok "$name"
-  else
-    fail "$name" "want exit 0 and a line /dev/pts/0 from: docker $*
-got (exit $rc):  $out"
-  fi
+  check_terminal "$name" "${dk_bare[@]}" "$@"
 }
 
 port=18080

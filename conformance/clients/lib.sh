@@ -269,3 +269,24 @@ cdirun_under_test() {
   fi
   echo "$bin"
 }
+
+# check_terminal NAME CMD...: CMD (a client's --tty run or exec of `tty` in the container) must
+# print the container's own terminal, /dev/pts/0. script(1) gives the client the terminal it wants:
+#  - the time limit wraps script, never the client inside it: timeout puts its command in a process group
+#    of its own, which is not the terminal's foreground group unless script's shell execs timeout
+#    (bash does, dash does not), and a client making the terminal raw from a background group is
+#    stopped by SIGTTOU until the limit. script's shell is pinned, as $SHELL differs by host;
+#  - script's stdin is /dev/null, because script prints nothing at all when its stdin is closed
+#    (and the terminal may echo a control character before the output when that stdin ends).
+check_terminal() {
+  local name=$1 out rc=0
+  shift
+  out=$(SHELL=/bin/sh timeout 120 script -qec "$(printf '%q ' "$@")" /dev/null \
+    </dev/null 2>&1 | tr -d '\r') || rc=$?
+  if ((rc == 0)) && grep -q '/dev/pts/0$' <<<"$out"; then
+    ok "$name"
+  else
+    fail "$name" "want exit 0 and a line /dev/pts/0 from: $*
+got (exit $rc):  $out"
+  fi
+}
