@@ -141,8 +141,22 @@ impl Init<'_> {
             .stay_in_scope(globals.rootless)
             .and_then(|stay| {
                 let built = self.save_and_build(&bundle, &on_disk, &spec, globals, cgroup_driver);
-                stay.map(cgroup::Stay::leave).transpose()?;
-                built
+                match (built, stay.map(cgroup::Stay::leave).transpose()) {
+                    // The init exists and waits: it goes with the create, as on every failure
+                    // after the build.
+                    (Ok(mut container), Err(err)) => {
+                        if let Err(delete_err) = container.delete(true) {
+                            tracing::warn!("cannot delete half-created container: {delete_err}");
+                        }
+                        Err(anyhow!(err).context("cannot return to cdirun's own cgroup"))
+                    }
+                    (built, left) => {
+                        if let Err(err) = left {
+                            tracing::warn!("cannot return to cdirun's own cgroup: {err}");
+                        }
+                        built
+                    }
+                }
             })
             .and_then(|mut container| {
                 pause_at("built");

@@ -88,9 +88,9 @@ pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
         .with_ignore_paused(args.ignore_paused)
         .with_sub_cgroup(args.cgroup)
         .build();
-    if let Some(stay) = stay {
-        stay.leave()
-            .with_context(|| format!("cannot leave the cgroup of container {id:?}"))?;
+    // The process runs by now: failing the exec would tell the client it did not.
+    if let Err(err) = stay.map(cgroup::Stay::leave).transpose() {
+        tracing::warn!("cannot leave the cgroup of container {id:?}: {err}");
     }
     drop(process_file);
     tenants.remove();
