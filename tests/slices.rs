@@ -725,6 +725,41 @@ fn delete_force_removes_the_cgroups_made_below_the_container_and_their_processes
     drop(host);
 }
 
+/// A create that fails after a hook made cgroups below the container's own (as a nested runtime
+/// would) removes them with the container's: libcontainer's delete rmdirs only the container's
+/// cgroup and would leave the scope, with its children, in every hierarchy.
+#[test]
+fn a_failed_create_removes_the_cgroups_a_hook_made_below_the_container() {
+    let host = Host::new();
+    let id = unique("nestf");
+    let scope = format!("/workload.slice/slc-nest/{id}");
+    let dirs: Vec<String> = hierarchies()
+        .iter()
+        .map(|m| format!("{}{scope}/hook/inner", m.display()))
+        .collect();
+    let bundle = Bundle::new("", |spec| {
+        spec["linux"]["cgroupsPath"] = json!(format!("/slc-nest/{id}"));
+        spec["hooks"] = json!({"createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("mkdir -p {} && exit 7", dirs.join(" "))],
+        }]});
+    });
+    let config_before = fs::read(bundle.path().join("config.json")).unwrap();
+    let out = bundle.create(&id);
+    assert!(
+        !out.status.success(),
+        "create with a failing hook succeeded"
+    );
+    assert!(stderr(&out).contains("createRuntime"), "{}", stderr(&out));
+    assert!(!bundle.root().join(&id).exists(), "state dir left");
+    assert_gone_everywhere(&scope);
+    assert_eq!(
+        fs::read(bundle.path().join("config.json")).unwrap(),
+        config_before
+    );
+    assert_eq!(host.new_dirs(), Vec::<PathBuf>::new());
+}
+
 /// A stopped container's plain `delete` also takes the cgroups left below its own.
 #[test]
 fn delete_of_a_stopped_container_removes_the_cgroups_left_below_it() {
