@@ -251,7 +251,7 @@ fn create_killed_at_random_moments_is_cleaned_by_one_delete_force() {
 fn every_pause_stage_is_tested() {
     // The stages above, in the order create passes them; a new stage must get a test here.
     assert_eq!(
-        cdirun::commands::create::PAUSE_STAGES,
+        cdirun::engine::creation::PAUSE_STAGES,
         ["edited", "saved", "built", "placed", "recorded"]
     );
 }

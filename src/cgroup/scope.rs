@@ -549,7 +549,7 @@ impl<'a> Scope<'a> {
 
     /// Kills what runs in the cgroups below the scope and removes them, deepest first, in
     /// every hierarchy; the scope itself and its processes stay. For a failed create, whose
-    /// scope may hold another container's process: see `commands::create`.
+    /// scope may hold another container's process: see `commands::create::placement`.
     pub fn remove_descendants(&self) -> Result<(), ScopeError> {
         for dir in self.dirs() {
             let below = descendants(&dir)?;

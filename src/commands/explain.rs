@@ -31,6 +31,10 @@ pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
     // either: releasing a claim would free what a live container that shares the id holds.
     let claims = edit::apply_all(&mut spec, &ctx)
         .map_err(|(err, _)| anyhow!(err).context("create would fail"))?;
+    // And the mount fix-ups the engine makes on the way to libcontainer: the diff below is what
+    // create would write into config.json.
+    crate::engine::mounts::fix(&mut spec)
+        .map_err(|err| anyhow!(err).context("create would fail"))?;
 
     let config = match &loaded.path {
         Some(path) => path.display().to_string(),

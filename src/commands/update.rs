@@ -37,7 +37,7 @@ pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
                 config.display()
             )
         })?;
-        resources.set_devices(Some(super::create::device_rules(&spec)));
+        resources.set_devices(Some(crate::engine::cgroups::device_rules(&spec)));
     }
     manager
         .apply(&ControllerOpt {

@@ -1,9 +1,9 @@
 //! The create-time edit pipeline: each edit is a small, idempotent change to the OCI spec.
 //!
-//! Order matters and is fixed here: nvidia-hook → cdi → gpu → mps → hooks → slice → mounts. The
-//! NVIDIA hook edit drops Docker's `--gpus` hook, whose request CDI serves; CDI goes next so
-//! later edits see the injected devices; the mount fix-ups go last so they cover every mount,
-//! CDI's too. Edits never touch the filesystem except through paths in [`Context`], so they are
+//! Order matters and is fixed here: nvidia-hook → cdi → gpu → mps → hooks → slice → groups.
+//! The NVIDIA hook edit drops Docker's `--gpus` hook, whose request CDI serves; CDI goes next so
+//! later edits see the injected devices. What libcontainer needs changed in the result to take
+//! it as runc would (mount fix-ups) is not an edit: `crate::engine` does it on the way in. Edits never touch the filesystem except through paths in [`Context`], so they are
 //! unit-tested on temp dirs.
 //!
 //! The GPU edit chooses devices only after the CDI edit, and injects its choice through the CDI
@@ -15,7 +15,6 @@ pub mod cdi;
 pub mod gpu;
 pub mod groups;
 pub mod hooks;
-pub mod mounts;
 pub mod mps;
 pub mod nvidia_hook;
 pub mod slice;
@@ -82,8 +81,6 @@ pub enum EditError {
     Gpu(Box<gpu::GpuError>),
     #[error(transparent)]
     Mps(Box<mps::MpsEditError>),
-    #[error(transparent)]
-    Mounts(#[from] mounts::MountError),
 }
 
 impl From<mps::MpsEditError> for EditError {
@@ -119,7 +116,6 @@ pub fn pipeline() -> Vec<Box<dyn Edit>> {
         Box::new(mps::Mps),
         Box::new(hooks::HooksD),
         Box::new(slice::Placement),
-        Box::new(mounts::MountOptions),
         Box::new(groups::RootlessGroups),
     ]
 }

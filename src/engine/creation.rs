@@ -8,6 +8,10 @@
 //! open from before the build until its record is saved; `delete --force` of a container
 //! without a record kills every process that still holds it, then removes the cgroup, so
 //! nothing can come back. (`:` is not allowed in an id: no container's name is the mark's.)
+//!
+//! Test-only: `CDIRUN_TEST_PAUSE_AT=<stage>` makes create stop at one named point (see
+//! [`PAUSE_STAGES`]), say so on stderr and sleep, so the crash tests can SIGKILL it there and
+//! check that `delete --force` still cleans up. It only ever delays; nothing sets it in use.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -119,6 +123,20 @@ fn holders_of(target: &Path) -> Vec<i32> {
         }
     }
     found
+}
+
+/// The points of create where `CDIRUN_TEST_PAUSE_AT` can stop it, in order: after the edits
+/// took their claims; after config.json was rewritten; after libcontainer made the state dir
+/// and the waiting init; after the init was placed in every hierarchy; after cdirun.json.
+pub const PAUSE_STAGES: [&str; 5] = ["edited", "saved", "built", "placed", "recorded"];
+
+/// Test-only crash point: when `CDIRUN_TEST_PAUSE_AT` names `stage`, prints
+/// `cdirun: paused at <stage>` on stderr and sleeps (a minute at most, then goes on).
+pub fn pause_at(stage: &str) {
+    if std::env::var_os("CDIRUN_TEST_PAUSE_AT").is_some_and(|at| at == stage) {
+        crate::commands::print_err(&format!("cdirun: paused at {stage}"));
+        std::thread::sleep(Duration::from_secs(60));
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! Mounts that runc takes and libcontainer refuses with "failed to prepare rootfs":
+//! Mounts that runc takes and libcontainer 0.7 refuses with "failed to prepare rootfs", given to
+//! libcontainer in a form it takes ([`fix`], on the edited config just before it is saved). Each
+//! goes when libcontainer takes the mount as runc does:
 //!
 //! - Options runc and crun act on themselves (`tmpcopyup`): libcontainer hands them to the kernel
 //!   as mount data. podman sends `tmpcopyup` on every `--tmpfs` and on the tmpfs mounts of
@@ -14,9 +16,6 @@
 //!   plain names, which it already applies the recursive way. See [`ROOT_PROPAGATIONS`].
 
 use libcontainer::oci_spec::runtime::Spec;
-
-use super::{Context, Edit, EditError};
-use crate::claims::Claims;
 
 /// Every `linux.rootfsPropagation` runc takes, and the value libcontainer 0.7 is given for it
 /// (`None`: the field is left out, libcontainer's default, which is runc's: rslave).
@@ -86,44 +85,38 @@ fn set_root_propagation(spec: &mut Spec) -> Result<(), MountError> {
 /// Options removed from every mount; `crate::engine::finish` acts on them instead.
 pub const UNSUPPORTED_OPTIONS: [&str; 2] = ["tmpcopyup", "notmpcopyup"];
 
-pub struct MountOptions;
-
-impl Edit for MountOptions {
-    fn name(&self) -> &'static str {
-        "mount-options"
-    }
-
-    fn apply(&self, spec: &mut Spec, _ctx: &Context) -> Result<Claims, EditError> {
-        set_root_propagation(spec)?;
-        let Some(mounts) = spec.mounts_mut() else {
-            return Ok(Claims::default());
-        };
-        for mount in mounts.iter_mut() {
-            if mount.source().is_none() && !is_bind(mount) {
-                mount.set_source(mount.typ().as_ref().map(std::path::PathBuf::from));
-            }
-            let Some(options) = mount.options() else {
-                continue;
-            };
-            if !options
-                .iter()
-                .any(|o| UNSUPPORTED_OPTIONS.contains(&o.as_str()))
-            {
-                continue;
-            }
-            let kept: Vec<String> = options
-                .iter()
-                .filter(|o| !UNSUPPORTED_OPTIONS.contains(&o.as_str()))
-                .cloned()
-                .collect();
-            tracing::debug!(
-                destination = %mount.destination().display(),
-                "dropping tmpcopyup from the mount options: cdirun copies after the mount"
-            );
-            mount.set_options(Some(kept));
+/// Rewrites the mounts of `spec` that libcontainer would refuse into what it takes and does
+/// what runc does with (see the module's list). Idempotent; `spec` is untouched on error.
+pub fn fix(spec: &mut Spec) -> Result<(), MountError> {
+    set_root_propagation(spec)?;
+    let Some(mounts) = spec.mounts_mut() else {
+        return Ok(());
+    };
+    for mount in mounts.iter_mut() {
+        if mount.source().is_none() && !is_bind(mount) {
+            mount.set_source(mount.typ().as_ref().map(std::path::PathBuf::from));
         }
-        Ok(Claims::default())
+        let Some(options) = mount.options() else {
+            continue;
+        };
+        if !options
+            .iter()
+            .any(|o| UNSUPPORTED_OPTIONS.contains(&o.as_str()))
+        {
+            continue;
+        }
+        let kept: Vec<String> = options
+            .iter()
+            .filter(|o| !UNSUPPORTED_OPTIONS.contains(&o.as_str()))
+            .cloned()
+            .collect();
+        tracing::debug!(
+            destination = %mount.destination().display(),
+            "dropping tmpcopyup from the mount options: cdirun copies after the mount"
+        );
+        mount.set_options(Some(kept));
     }
+    Ok(())
 }
 
 fn is_bind(mount: &libcontainer::oci_spec::runtime::Mount) -> bool {
@@ -140,7 +133,6 @@ mod tests {
     use libcontainer::oci_spec::runtime::{Mount, MountBuilder};
 
     use super::*;
-    use crate::config::Config;
 
     fn mount(destination: &str, options: Option<&[&str]>) -> Mount {
         let mut mount = MountBuilder::default()
@@ -155,8 +147,6 @@ mod tests {
 
     #[test]
     fn drops_only_the_options_libcontainer_would_pass_to_the_kernel() {
-        let config = Config::default();
-        let ctx = Context::new("c1", &config, std::path::Path::new("/run/cdirun"));
         type Case<'a> = (&'a str, Option<&'a [&'a str]>, Option<&'a [&'a str]>);
         let cases: [Case; 4] = [
             (
@@ -181,10 +171,10 @@ mod tests {
             spec.set_mounts(Some(vec![mount("/scratch", input)]));
             let mut want_spec = Spec::default();
             want_spec.set_mounts(Some(vec![mount("/scratch", want)]));
-            MountOptions.apply(&mut spec, &ctx).unwrap();
+            fix(&mut spec).unwrap();
             assert_eq!(spec, want_spec, "{name}");
             // Idempotent: a second pass changes nothing.
-            MountOptions.apply(&mut spec, &ctx).unwrap();
+            fix(&mut spec).unwrap();
             assert_eq!(spec, want_spec, "{name} (again)");
         }
     }
@@ -193,8 +183,6 @@ mod tests {
     /// r-variants with "failed to prepare rootfs".
     #[test]
     fn root_propagation_gets_the_name_libcontainer_applies_the_runc_way() {
-        let config = Config::default();
-        let ctx = Context::new("c1", &config, std::path::Path::new("/run/cdirun"));
         let with = |value: Option<&str>| {
             let mut spec = Spec::default();
             if let Some(linux) = spec.linux_mut().as_mut() {
@@ -216,24 +204,22 @@ mod tests {
         ];
         for (input, want) in cases {
             let mut spec = with(input);
-            MountOptions.apply(&mut spec, &ctx).unwrap();
+            fix(&mut spec).unwrap();
             assert_eq!(spec, with(want), "{input:?}");
-            MountOptions.apply(&mut spec, &ctx).unwrap();
+            fix(&mut spec).unwrap();
             assert_eq!(spec, with(want), "{input:?} (again)");
         }
     }
 
     #[test]
     fn an_unknown_root_propagation_is_refused_by_name() {
-        let config = Config::default();
-        let ctx = Context::new("c1", &config, std::path::Path::new("/run/cdirun"));
         for value in ["rslaves", "Shared", "master", " private"] {
             let mut spec = Spec::default();
             if let Some(linux) = spec.linux_mut().as_mut() {
                 linux.set_rootfs_propagation(Some(value.to_owned()));
             }
             let before = spec.clone();
-            let msg = MountOptions.apply(&mut spec, &ctx).unwrap_err().to_string();
+            let msg = fix(&mut spec).unwrap_err().to_string();
             assert!(msg.contains("linux.rootfsPropagation"), "{msg}");
             assert!(msg.contains(&format!("{value:?}")), "{msg}");
             assert_eq!(spec, before, "{value:?}: the spec changed on error");
@@ -243,8 +229,6 @@ mod tests {
     /// Regression: `ctr run --mount type=tmpfs,dst=/x` sends no source; libcontainer refused it.
     #[test]
     fn a_filesystem_mount_without_source_gets_its_type_as_source() {
-        let config = Config::default();
-        let ctx = Context::new("c1", &config, std::path::Path::new("/run/cdirun"));
         let sourceless = |typ: &str, options: &[&str]| {
             let mut m = mount("/x", Some(options));
             m.set_typ(Some(typ.to_owned()));
@@ -269,7 +253,7 @@ mod tests {
         for (name, input, want) in cases {
             let mut spec = Spec::default();
             spec.set_mounts(Some(vec![input]));
-            MountOptions.apply(&mut spec, &ctx).unwrap();
+            fix(&mut spec).unwrap();
             assert_eq!(spec.mounts().as_ref().unwrap()[0], want, "{name}");
         }
     }
