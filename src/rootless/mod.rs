@@ -8,11 +8,18 @@
 //! and the default `state-dir` to `$XDG_RUNTIME_DIR/cdirun-state`. cdirun never touches a
 //! cgroup the caller cannot write: without a delegated slice, cgroup setup is skipped as runc
 //! and crun skip it.
+//!
+//! The delegation check and the hiding of the host's cgroups from libcontainer's v1 manager
+//! are in `cgroups`; the `newuidmap`/`newgidmap` stand-ins for root of a user namespace are in
+//! `idmap`.
 
-use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::cgroup::{CgroupPath, Hierarchies};
+mod cgroups;
+mod idmap;
+
+pub use cgroups::{cgroups_hidden, delegated, fake_cgroup, hide_cgroups};
+pub use idmap::{IdMapHelpers, id_map_helper};
 
 /// What the process env and `--rootless` say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,174 +88,6 @@ pub fn default_state_dir() -> Option<PathBuf> {
     runtime_dir().map(|dir| dir.join("cdirun-state"))
 }
 
-/// Whether this process may write `path` (access(2) with the real ids, as a delegation
-/// check: the directory exists and is the caller's to make cgroups in).
-fn writable(path: &Path) -> bool {
-    let Ok(text) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: access only reads the NUL-terminated path it is given.
-    unsafe { nix::libc::access(text.as_ptr(), nix::libc::W_OK) == 0 }
-}
-
-/// Whether `slice` is delegated to this process: it exists, with a writable `cgroup.procs`,
-/// in every hierarchy of the host.
-pub fn delegated(hierarchies: &Hierarchies, slice: &CgroupPath) -> bool {
-    let mut any = false;
-    for hierarchy in hierarchies.iter() {
-        let dir = hierarchy.dir(slice);
-        if !writable(&dir) || !writable(&dir.join("cgroup.procs")) {
-            return false;
-        }
-        any = true;
-    }
-    any
-}
-
-/// The names libcontainer looks up in `PATH` to write more than one ID mapping.
-const MAP_HELPERS: [(&str, &str); 2] = [("newuidmap", "uid_map"), ("newgidmap", "gid_map")];
-
-/// Root of a user namespace (podman rootless runs the runtime so) may write any mapping of its
-/// own ids into a child namespace's `uid_map`, but libcontainer always runs `newuidmap` for
-/// more than one mapping (`--userns=keep-id` has three), and the setuid helper looks up the
-/// caller by name in /etc/subuid, where "root" of the namespace has no range: the mapping
-/// stayed empty and the container's init failed with EINVAL. For a create by such a process,
-/// cdirun puts a directory first in `PATH` whose `newuidmap` and `newgidmap` are cdirun
-/// itself, which then writes the map file directly ([`id_map_helper`]). The directory is
-/// `<state-dir>/idmap-<pid>` (`PATH` cannot hold a `:`); [`IdMapHelpers::remove`] drops it.
-pub struct IdMapHelpers {
-    dir: PathBuf,
-}
-
-impl IdMapHelpers {
-    /// Installs the helpers when this process is root of a user namespace; `None` otherwise.
-    pub fn install(state_dir: &Path) -> std::io::Result<Option<Self>> {
-        if !nix::unistd::geteuid().is_root() || detect() != Mode::Rootless {
-            return Ok(None);
-        }
-        let dir = state_dir.join(format!("idmap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
-        for (name, _) in MAP_HELPERS {
-            let link = dir.join(name);
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(&exe, &link)?;
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![dir.clone()];
-        paths.extend(std::env::split_paths(&path));
-        let joined = std::env::join_paths(paths).map_err(std::io::Error::other)?;
-        // SAFETY: create runs on one thread until libcontainer forks; nothing reads the
-        // environment concurrently.
-        unsafe { std::env::set_var("PATH", joined) };
-        Ok(Some(Self { dir }))
-    }
-
-    pub fn remove(self) {
-        if let Err(err) = std::fs::remove_dir_all(&self.dir) {
-            tracing::warn!("cannot remove {}: {err}", self.dir.display());
-        }
-    }
-}
-
-/// When this process was started as `newuidmap` or `newgidmap` (see [`IdMapHelpers`]): writes
-/// `PID ID HOST-ID COUNT...` into /proc/PID/{uid,gid}_map and returns the exit status.
-pub fn id_map_helper() -> Option<u8> {
-    let mut args = std::env::args();
-    let argv0 = args.next()?;
-    let name = Path::new(&argv0).file_name()?.to_str()?;
-    let (_, file) = MAP_HELPERS.iter().find(|(helper, _)| *helper == name)?;
-    let rest: Vec<String> = args.collect();
-    let Some((pid, triples)) = rest.split_first() else {
-        crate::commands::print_err(&format!("{name}: usage: {name} PID ID HOST-ID COUNT..."));
-        return Some(1);
-    };
-    if triples.is_empty() || triples.len() % 3 != 0 {
-        crate::commands::print_err(&format!("{name}: mappings come in threes: {triples:?}"));
-        return Some(1);
-    }
-    let map: String = triples
-        .chunks(3)
-        .map(|t| format!("{} {} {}\n", t[0], t[1], t[2]))
-        .collect();
-    let path = format!("/proc/{pid}/{file}");
-    // One write: the kernel takes a map file's whole content at once.
-    match std::fs::write(&path, map) {
-        Ok(()) => Some(0),
-        Err(err) => {
-            crate::commands::print_err(&format!("{name}: cannot write {path}: {err}"));
-            Some(1)
-        }
-    }
-}
-
-static CGROUPS_HIDDEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Puts this process in a mount namespace of its own with an empty tmpfs over
-/// `/sys/fs/cgroup`, so that libcontainer's cgroup v1 manager (which, unlike its v2 manager,
-/// knows no rootless mode) makes its directories there and not in the host's cgroups, which
-/// this process cannot write. Needs CAP_SYS_ADMIN in its user namespace, as root in podman's
-/// rootless namespace has; false when that is missing. The container gets its own mount
-/// namespace from this one; nothing changes for the caller's.
-pub fn hide_cgroups() -> bool {
-    use nix::mount::{MsFlags, mount};
-    use nix::sched::{CloneFlags, unshare};
-    if unshare(CloneFlags::CLONE_NEWNS).is_err() {
-        return false;
-    }
-    // Host mounts still reach this namespace; none of this one's reach the host.
-    let _ = mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    );
-    let hidden = mount(
-        Some("tmpfs"),
-        "/sys/fs/cgroup",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=755"),
-    )
-    .is_ok();
-    CGROUPS_HIDDEN.store(hidden, std::sync::atomic::Ordering::SeqCst);
-    hidden
-}
-
-/// Under [`hide_cgroups`]' tmpfs: makes `path` in every hierarchy with the files
-/// libcontainer's v1 manager writes to when it adds a process (it opens them, never creates
-/// them), so its placement lands in this process's private tmpfs and touches no cgroup.
-pub fn fake_cgroup(hierarchies: &Hierarchies, path: &CgroupPath) -> std::io::Result<()> {
-    for hierarchy in hierarchies.iter() {
-        let dir = hierarchy.dir(path);
-        std::fs::create_dir_all(&dir)?;
-        for file in ["cgroup.procs", "tasks"] {
-            std::fs::write(dir.join(file), "")?;
-        }
-        if hierarchy.has_v1("cpuset") {
-            // libcontainer reads every cpuset from the mount down, to copy a parent's CPUs
-            // into an empty child: none of these is empty.
-            let mut level = hierarchy.mount.clone();
-            let parts = path.components().iter();
-            for next in std::iter::once(None).chain(parts.map(Some)) {
-                if let Some(part) = next {
-                    level.push(part);
-                }
-                for file in ["cpuset.cpus", "cpuset.mems"] {
-                    std::fs::write(level.join(file), "0")?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether [`hide_cgroups`] covered the host's cgroups for this process.
-pub fn cgroups_hidden() -> bool {
-    CGROUPS_HIDDEN.load(std::sync::atomic::Ordering::SeqCst)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,19 +117,5 @@ mod tests {
                 .to_string()
                 .contains("\"yes\"")
         );
-    }
-
-    #[test]
-    fn a_slice_that_is_missing_or_not_writable_is_not_delegated() {
-        let tree = tempfile::tempdir().unwrap();
-        let memory = tree.path().join("memory");
-        std::fs::create_dir_all(memory.join("workload.slice")).unwrap();
-        std::fs::write(memory.join("workload.slice/cgroup.procs"), "").unwrap();
-        let hierarchies = Hierarchies(vec![crate::cgroup::Hierarchy::v1(&memory, &["memory"])]);
-        let slice = CgroupPath::parse("/workload.slice").unwrap();
-        assert!(delegated(&hierarchies, &slice));
-        let missing = CgroupPath::parse("/other.slice").unwrap();
-        assert!(!delegated(&hierarchies, &missing));
-        assert!(!delegated(&Hierarchies(Vec::new()), &slice));
     }
 }
