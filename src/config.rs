@@ -246,7 +246,7 @@ impl Config {
             path: path.to_owned(),
             cause,
         };
-        match crate::files::read_regular(path) {
+        match crate::bundle::files::read_regular(path) {
             Ok((bytes, _)) => {
                 let text = String::from_utf8(bytes).map_err(|err| {
                     read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
@@ -260,8 +260,8 @@ impl Config {
                 path: None,
                 config: Self::default(),
             }),
-            Err(crate::files::ReadError::Io(cause)) => Err(read_error(cause)),
-            Err(err @ crate::files::ReadError::NotRegular(_)) => Err(read_error(
+            Err(crate::bundle::files::ReadError::Io(cause)) => Err(read_error(cause)),
+            Err(err @ crate::bundle::files::ReadError::NotRegular(_)) => Err(read_error(
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()),
             )),
         }

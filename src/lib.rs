@@ -11,7 +11,6 @@ pub mod config;
 pub mod doctor;
 pub mod edit;
 pub mod engine;
-pub mod files;
 pub mod hooksd;
 pub mod install;
 pub mod log;

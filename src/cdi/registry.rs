@@ -113,7 +113,7 @@ pub fn check_regular(path: &Path) -> Result<(), NotAFile> {
         return Ok(());
     }
     Err(not_a_file(
-        crate::files::kind(&metadata.file_type()).to_owned(),
+        crate::bundle::files::kind(&metadata.file_type()).to_owned(),
     ))
 }
 

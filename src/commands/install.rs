@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::Globals;
+use crate::bundle::files;
 use crate::cli::InstallArgs;
-use crate::files;
 use crate::install::{self, Runtime};
 
 pub fn install(args: InstallArgs, globals: &Globals) -> Result<()> {

@@ -2,12 +2,21 @@
 //! config.toml and podman's containers.conf. Pure: text in, text out; `commands::install` reads
 //! and writes the files. Every other setting of the file is kept (TOML files keep their comments
 //! and layout through toml_edit), and applying an edit twice gives the same text.
+//!
+//! `Client::edit` checks what every client shares and hands the text to the client's own edit:
+//! `docker` (JSON), `containerd` and `podman` (TOML, through the helpers in `tables`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-use toml_edit::{DocumentMut, Item, Table, TableLike};
+mod containerd;
+mod docker;
+mod podman;
+mod tables;
+
+use containerd::containerd;
+use docker::docker;
+use podman::podman;
 
 /// A client whose configuration cdirun can register itself in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -125,261 +134,11 @@ fn binary_text(runtime: &Runtime) -> String {
     runtime.binary.to_string_lossy().into_owned()
 }
 
-/// daemon.json: `runtimes.<name>.path`; other keys of the entry (runtimeArgs) stay. serde_json
-/// writes the keys sorted, as `nvidia-ctk runtime configure` does.
-fn docker(text: &str, runtime: &Runtime, path: &Path) -> Result<String, InstallError> {
-    let shape = |key: &str, found: &Value, want| InstallError::Shape {
-        path: path.to_owned(),
-        key: key.to_owned(),
-        found: json_kind(found),
-        want,
-    };
-    let mut root = if text.trim().is_empty() {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_str(text).map_err(|err| InstallError::Json {
-            path: path.to_owned(),
-            line: err.line(),
-            column: err.column(),
-            cause: strip_position(&err.to_string()),
-        })?
-    };
-    let Value::Object(top) = &mut root else {
-        return Err(shape("the top level", &root, "an object"));
-    };
-    let runtimes = top
-        .entry("runtimes")
-        .or_insert_with(|| Value::Object(Default::default()));
-    let found = runtimes.clone();
-    let Value::Object(runtimes) = runtimes else {
-        return Err(shape("\"runtimes\"", &found, "an object"));
-    };
-    let entry = runtimes
-        .entry(runtime.name.clone())
-        .or_insert_with(|| Value::Object(Default::default()));
-    let found = entry.clone();
-    let Value::Object(entry) = entry else {
-        return Err(shape(
-            &format!("\"runtimes\".\"{}\"", runtime.name),
-            &found,
-            "an object",
-        ));
-    };
-    entry.insert("path".to_owned(), Value::String(binary_text(runtime)));
-    let mut out = serde_json::to_string_pretty(&root).expect("a JSON value serializes");
-    out.push('\n');
-    Ok(out)
-}
-
-/// serde_json's message ends with " at line L column C", which the error already says.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn parse_toml(text: &str, path: &Path) -> Result<DocumentMut, InstallError> {
-    text.parse::<DocumentMut>()
-        .map_err(|err| InstallError::Toml {
-            path: path.to_owned(),
-            cause: err.to_string().trim_end().replace('\n', " "),
-        })
-}
-
-/// The table at `keys` under `root`, made (as an implicit table, so no empty header is written)
-/// where missing. An inline table or a dotted-key table counts as a table.
-fn table_at<'a>(
-    root: &'a mut Table,
-    keys: &[&str],
-    path: &Path,
-) -> Result<&'a mut dyn TableLike, InstallError> {
-    let mut here: &'a mut dyn TableLike = root;
-    for (depth, key) in keys.iter().enumerate() {
-        if here.get(key).is_none() {
-            let mut table = Table::new();
-            table.set_implicit(true);
-            here.insert(key, Item::Table(table));
-        }
-        let item = here.get_mut(key).expect("inserted above");
-        let found = item.type_name();
-        here = item
-            .as_table_like_mut()
-            .ok_or_else(|| InstallError::Shape {
-                path: path.to_owned(),
-                key: dotted(&keys[..=depth]),
-                found: toml_kind(found),
-                want: "a table",
-            })?;
-    }
-    Ok(here)
-}
-
-/// `a."b.c".d`, as TOML writes the key.
-fn dotted(keys: &[&str]) -> String {
-    keys.iter()
-        .map(|key| toml_edit::Key::new(*key).display_repr().into_owned())
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn toml_kind(type_name: &str) -> &'static str {
-    match type_name {
-        "string" => "a string",
-        "integer" => "an integer",
-        "float" => "a float",
-        "boolean" => "a boolean",
-        "datetime" => "a date-time",
-        "array" => "an array",
-        "array of tables" => "an array of tables",
-        _ => "not a table",
-    }
-}
-
-/// Sets `key` to `value`. A key already there keeps its place, comments and indentation (and
-/// its value's formatting when the value is the same); a new key is indented as the table's
-/// first key is.
-fn set(table: &mut dyn TableLike, key: &str, value: toml_edit::Value) {
-    if let Some(old) = table.get_mut(key) {
-        let same = old
-            .as_value()
-            .is_some_and(|old| old.to_string().trim() == value.to_string().trim());
-        if !same {
-            let decor = old.as_value().map(|old| old.decor().clone());
-            let mut value = value;
-            if let Some(decor) = decor {
-                *value.decor_mut() = decor;
-            }
-            *old = Item::Value(value);
-        }
-        return;
-    }
-    let indent = table
-        .iter()
-        .next()
-        .map(|(first, _)| first.to_owned())
-        .and_then(|first| {
-            let (key, _) = table.get_key_value(&first)?;
-            key.leaf_decor().prefix()?.as_str().map(str::to_owned)
-        });
-    table.insert(key, Item::Value(value));
-    if let (Some(indent), Some((mut key, _))) = (indent, table.get_key_value_mut(key)) {
-        key.leaf_decor_mut().set_prefix(indent);
-    }
-}
-
-/// containerd's config.toml: a CRI runtime handler `<name>` with runtime_type
-/// io.containerd.runc.v2, the annotations cdirun reads let through, and the options BinaryName
-/// and SystemdCgroup. A new file gets `version = 2`.
-fn containerd(text: &str, runtime: &Runtime, path: &Path) -> Result<String, InstallError> {
-    let mut doc = parse_toml(text, path)?;
-    let version = match doc.get("version") {
-        None if doc.is_empty() => {
-            doc.insert("version", toml_edit::value(2));
-            2
-        }
-        None => 1,
-        Some(item) => match item.as_integer() {
-            Some(version) => version,
-            None => {
-                return Err(InstallError::Shape {
-                    path: path.to_owned(),
-                    key: "version".to_owned(),
-                    found: toml_kind(item.type_name()),
-                    want: "an integer",
-                });
-            }
-        },
-    };
-    let plugin = match version {
-        2 => "io.containerd.grpc.v1.cri",
-        3 => "io.containerd.cri.v1.runtime",
-        other => {
-            return Err(InstallError::ContainerdVersion {
-                path: path.to_owned(),
-                version: other.to_string(),
-            });
-        }
-    };
-    let handler = table_at(
-        doc.as_table_mut(),
-        &["plugins", plugin, "containerd", "runtimes", &runtime.name],
-        path,
-    )?;
-    set(handler, "runtime_type", "io.containerd.runc.v2".into());
-    for key in ["container_annotations", "pod_annotations"] {
-        let mut list = match handler.get(key) {
-            None => toml_edit::Array::new(),
-            Some(item) => item
-                .as_array()
-                .cloned()
-                .ok_or_else(|| InstallError::Shape {
-                    path: path.to_owned(),
-                    key: dotted(&[
-                        "plugins",
-                        plugin,
-                        "containerd",
-                        "runtimes",
-                        &runtime.name,
-                        key,
-                    ]),
-                    found: toml_kind(item.type_name()),
-                    want: "an array",
-                })?,
-        };
-        let before = list.len();
-        for want in CRI_ANNOTATIONS {
-            if !list.iter().any(|v| v.as_str() == Some(want)) {
-                list.push(want);
-            }
-        }
-        if list.len() != before || handler.get(key).is_none() {
-            set(handler, key, list.into());
-        }
-    }
-    let options = table_at(
-        doc.as_table_mut(),
-        &[
-            "plugins",
-            plugin,
-            "containerd",
-            "runtimes",
-            &runtime.name,
-            "options",
-        ],
-        path,
-    )?;
-    set(options, "BinaryName", binary_text(runtime).into());
-    set(options, "SystemdCgroup", runtime.systemd_cgroup.into());
-    Ok(doc.to_string())
-}
-
-/// containers.conf: `[engine.runtimes] <name> = ["<binary>"]`.
-fn podman(text: &str, runtime: &Runtime, path: &Path) -> Result<String, InstallError> {
-    let mut doc = parse_toml(text, path)?;
-    let runtimes = table_at(doc.as_table_mut(), &["engine", "runtimes"], path)?;
-    let mut paths = toml_edit::Array::new();
-    paths.push(binary_text(runtime));
-    set(runtimes, &runtime.name, paths.into());
-    Ok(doc.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn runtime(systemd_cgroup: bool) -> Runtime {
+    pub(super) fn runtime(systemd_cgroup: bool) -> Runtime {
         Runtime {
             name: "cdirun".to_owned(),
             binary: PathBuf::from("/opt/cdirun/bin/cdirun"),
@@ -514,18 +273,6 @@ SystemdCgroup = false
             let again = edit(*client, Some(&got)).unwrap();
             assert_eq!(again, got, "{name}: a second run changed the file");
         }
-    }
-
-    #[test]
-    fn containerd_systemd_cgroup_sets_the_option() {
-        let text = Client::Containerd
-            .edit(None, &runtime(false), Path::new("/f"))
-            .unwrap();
-        let text = Client::Containerd
-            .edit(Some(&text), &runtime(true), Path::new("/f"))
-            .unwrap();
-        assert!(text.contains("SystemdCgroup = true\n"), "{text}");
-        assert!(!text.contains("SystemdCgroup = false"), "{text}");
     }
 
     #[test]

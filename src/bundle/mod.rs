@@ -11,6 +11,8 @@
 //! Nothing cdirun writes here is more readable than what the client gave: config.json keeps its
 //! owner and mode on every rewrite (its `process.env` may hold secrets), and the sidecar that
 //! holds the client's bytes is written with the owner's read and write bits only.
+//!
+//! [`files`] reads the files cdirun is handed, config.json among them: regular files only.
 
 use std::fs;
 use std::io::Write;
@@ -18,6 +20,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::Spec;
+
+pub mod files;
 
 /// The file name the OCI bundle layout fixes.
 pub const CONFIG_FILE: &str = "config.json";
@@ -73,15 +77,15 @@ impl Owner {
     }
 }
 
-/// Reads `<bundle>/config.json` (a regular file only, see [`crate::files`]) and its owner.
+/// Reads `<bundle>/config.json` (a regular file only, see [`files`]) and its owner.
 fn read_config(bundle: &Path) -> Result<(Vec<u8>, Owner), BundleError> {
-    match crate::files::read_regular(&bundle.join(CONFIG_FILE)) {
+    match files::read_regular(&bundle.join(CONFIG_FILE)) {
         Ok((bytes, meta)) => Ok((bytes, Owner::of(&meta))),
-        Err(crate::files::ReadError::Io(cause)) => Err(BundleError::Read {
+        Err(files::ReadError::Io(cause)) => Err(BundleError::Read {
             bundle: bundle.to_owned(),
             cause,
         }),
-        Err(crate::files::ReadError::NotRegular(kind)) => Err(BundleError::NotRegular {
+        Err(files::ReadError::NotRegular(kind)) => Err(BundleError::NotRegular {
             bundle: bundle.to_owned(),
             kind,
         }),
