@@ -23,7 +23,7 @@ pub fn delete(args: liboci_cli::Delete, globals: &Globals) -> Result<()> {
         }
         anyhow::bail!("container {id:?} does not exist");
     }
-    let mut container = match super::load_container(globals, id) {
+    let mut container = match crate::engine::load(&globals.root, id) {
         Ok(container) => container,
         // libcontainer writes state.json in place: a create killed mid-write leaves it empty or
         // cut short, and only the partial removal can clean up after it.

@@ -26,8 +26,8 @@ struct Event<'a, T: Serialize> {
 
 pub fn events(args: liboci_cli::Events, globals: &Globals) -> Result<()> {
     let id = &args.container_id;
-    let mut container = super::load_container(globals, id)?;
-    let manager = super::cgroup_manager(&container)?;
+    let mut container = crate::engine::load(&globals.root, id)?;
+    let manager = crate::engine::cgroup_manager(&container)?;
     let scope = scope_path(&container)?;
     let hierarchies = cgroup::Hierarchies::discover()
         .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;

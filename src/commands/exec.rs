@@ -18,7 +18,7 @@ use crate::engine;
 pub fn exec(args: liboci_cli::Exec, globals: &Globals) -> Result<i32> {
     let id = &args.container_id;
     // Refuse early with runc's message rather than libcontainer's state-file error.
-    let container = super::load_container(globals, id)?;
+    let container = crate::engine::load(&globals.root, id)?;
     engine::exec::refuse_own_user_namespace(&container)?;
     let spec = crate::bundle::load(container.bundle())?;
     let process = match &args.process {

@@ -22,7 +22,7 @@ const MAX_SIGNAL: i32 = 64;
 
 pub fn kill(args: liboci_cli::Kill, globals: &Globals) -> Result<()> {
     let id = &args.container_id;
-    let mut container = super::load_container(globals, id)?;
+    let mut container = crate::engine::load(&globals.root, id)?;
     let number = parse(&args.signal)?;
     // containerd reads "container not running" as "already stopped", not as a failure.
     if container.status() == ContainerStatus::Stopped && !args.all {
@@ -86,7 +86,7 @@ fn parse(text: &str) -> Result<i32> {
 /// does (v1: on cgroup v2 the kernel lets a frozen process die of SIGKILL).
 fn send_raw(container: &Container, signal: i32, all: bool) -> Result<()> {
     let pids = if all {
-        super::cgroup_manager(container)?
+        crate::engine::cgroup_manager(container)?
             .get_all_pids()
             .context("cannot list the container's processes")?
     } else {
@@ -96,7 +96,7 @@ fn send_raw(container: &Container, signal: i32, all: bool) -> Result<()> {
         send(pid, signal)?;
     }
     if signal == libc::SIGKILL && container.status() == ContainerStatus::Paused {
-        super::cgroup_manager(container)?
+        crate::engine::cgroup_manager(container)?
             .freeze(libcgroups::common::FreezerState::Thawed)
             .context("cannot thaw the container's cgroup")?;
     }

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
 use serde::Serialize;
 
@@ -71,7 +70,7 @@ fn rootfs_of(bundle: &Path) -> Option<PathBuf> {
 }
 
 pub fn list(args: liboci_cli::List, globals: &Globals) -> Result<()> {
-    let containers = load_all(&globals.root);
+    let containers = crate::engine::container::load_all(&globals.root);
     let summaries: Vec<Summary> = containers.iter().map(Summary::of).collect();
     let out = match (args.quiet, args.format.as_str()) {
         (true, _) => summaries.iter().map(|s| format!("{}\n", s.id)).collect(),
@@ -81,27 +80,6 @@ pub fn list(args: liboci_cli::List, globals: &Globals) -> Result<()> {
     };
     super::print(&out)?;
     Ok(())
-}
-
-/// Loads every container with a state file, sorted by id; unreadable ones are logged and skipped.
-fn load_all(root: &Path) -> Vec<Container> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut containers: Vec<Container> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|dir| State::file_path(dir).exists())
-        .filter_map(|dir| match Container::load(dir.clone()) {
-            Ok(container) => Some(container),
-            Err(err) => {
-                tracing::warn!("skipping {}: {err}", dir.display());
-                None
-            }
-        })
-        .collect();
-    containers.sort_by(|a, b| a.id().cmp(b.id()));
-    containers
 }
 
 /// runc's table layout (Go's tabwriter): a column is its widest cell plus three spaces, and at

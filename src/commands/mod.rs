@@ -26,8 +26,6 @@ pub mod update;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use libcgroups::common::{AnyCgroupManager, CgroupConfig};
-use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::wait::WaitStatus;
 
@@ -127,15 +125,6 @@ pub fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Loads a container's state, with runc's message when there is none.
-pub fn load_container(globals: &Globals, id: &str) -> Result<Container> {
-    let dir = globals.container_dir(id);
-    if !State::file_path(&dir).exists() {
-        bail!("container {id:?} does not exist");
-    }
-    Container::load(dir).with_context(|| format!("cannot load state of container {id:?}"))
-}
-
 /// A status as the OCI state names it (`running`, `stopped`, ...).
 pub fn status_word(status: ContainerStatus) -> String {
     status.to_string().to_lowercase()
@@ -158,22 +147,6 @@ pub fn require_status(
         );
     }
     Ok(())
-}
-
-/// The cgroup manager for a container's cgroup, as recorded at create.
-pub fn cgroup_manager(container: &Container) -> Result<AnyCgroupManager> {
-    let config = container.spec().with_context(|| {
-        format!(
-            "cannot read the recorded config of container {:?}",
-            container.id()
-        )
-    })?;
-    libcgroups::common::create_cgroup_manager(CgroupConfig {
-        cgroup_path: config.cgroup_path,
-        systemd_cgroup: container.systemd(),
-        container_name: container.id().to_owned(),
-    })
-    .with_context(|| format!("cannot open the cgroup of container {:?}", container.id()))
 }
 
 /// Exit status as a shell reports it: the code, or 128 + signal number.

@@ -6,7 +6,7 @@ use libcontainer::container::ContainerStatus;
 use super::Globals;
 
 pub fn pause(args: liboci_cli::Pause, globals: &Globals) -> Result<()> {
-    let mut container = super::load_container(globals, &args.container_id)?;
+    let mut container = crate::engine::load(&globals.root, &args.container_id)?;
     super::require_status(
         &container,
         &[ContainerStatus::Running],

@@ -6,8 +6,8 @@ use libcgroups::common::CgroupManager;
 use super::Globals;
 
 pub fn ps(args: liboci_cli::Ps, globals: &Globals) -> Result<()> {
-    let container = super::load_container(globals, &args.container_id)?;
-    let manager = super::cgroup_manager(&container)?;
+    let container = crate::engine::load(&globals.root, &args.container_id)?;
+    let manager = crate::engine::cgroup_manager(&container)?;
     let mut pids: Vec<i32> = manager
         .get_all_pids()
         .with_context(|| format!("cannot list processes of container {:?}", args.container_id))?

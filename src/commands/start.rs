@@ -6,7 +6,7 @@ use libcontainer::container::ContainerStatus;
 use super::Globals;
 
 pub fn start(args: liboci_cli::Start, globals: &Globals) -> Result<()> {
-    let mut container = super::load_container(globals, &args.container_id)?;
+    let mut container = crate::engine::load(&globals.root, &args.container_id)?;
     let reason = match container.status() {
         ContainerStatus::Running | ContainerStatus::Paused => "it was started already",
         ContainerStatus::Stopped => "it ran already",

@@ -15,7 +15,7 @@ use crate::claims::Record;
 
 pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
     let id = args.container_id.clone();
-    let container = super::load_container(globals, &id)?;
+    let container = crate::engine::load(&globals.root, &id)?;
     if container.status() == ContainerStatus::Stopped {
         bail!("cannot update container {id:?}: container not running");
     }
@@ -24,7 +24,7 @@ pub fn update(args: liboci_cli::Update, globals: &Globals) -> Result<()> {
         None => from_flags(&args),
     };
     let mut resources = resources;
-    let manager = super::cgroup_manager(&container)?;
+    let manager = crate::engine::cgroup_manager(&container)?;
     // On cgroup v2 libcgroups rebuilds the eBPF device program from the resources it is given:
     // without the container's own rules it would take away every device the spec allows (a
     // GPU). runc's update also keeps the devices of the container's config. (v1 keeps its

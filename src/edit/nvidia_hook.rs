@@ -16,7 +16,7 @@ pub const LEGACY_HOOKS: [&str; 2] = ["nvidia-container-runtime-hook", "nvidia-co
 
 pub struct NvidiaHook;
 
-/// Whether `hook` is NVIDIA's legacy prestart hook: its program (path or argv[0]) has one of
+/// Whether `hook` is NVIDIA's legacy prestart hook: its program (path or `argv[0]`) has one of
 /// [`LEGACY_HOOKS`]' names and it runs the `prestart` subcommand.
 pub fn is_legacy(hook: &Hook) -> bool {
     let named = |text: &str| {

@@ -6,10 +6,10 @@
 //! - Seccomp: the container's filter is applied to the process (see
 //!   [`super::executor::seccomp_for_exec`]). Goes when libcontainer applies it to execs.
 //! - Hierarchies it does not manage (hybrid host): the process is forked from the container's
-//!   cgroup there and joined to it after ([`Unmanaged`]). Goes when libcontainer joins every
+//!   cgroup there and joined to it after (`Unmanaged`). Goes when libcontainer joins every
 //!   hierarchy.
-//! - Per-exec files it leaves in the state dir ([`TenantFiles`]). Goes when it removes them.
-//! - A missing cwd, which its init reports only as a failed syscall ([`missing_cwd`]). Goes
+//! - Per-exec files it leaves in the state dir (`TenantFiles`). Goes when it removes them.
+//! - A missing cwd, which its init reports only as a failed syscall (`missing_cwd`). Goes
 //!   when its error names the directory.
 
 use std::io::Write;

@@ -1,7 +1,9 @@
-//! The one place where cdirun talks to youki's libcontainer 0.7, and everything it adds there to
-//! behave like runc. `commands/` reach libcontainer through [`create`], [`exec`], the start and
-//! delete of [`late_hooks`], and the containers these return or `commands::load_container`
-//! loads, whose plain state calls (`kill`, `pause`, `resume`, `state`) need nothing added.
+//! The one place where cdirun makes libcontainer 0.7's objects, and everything it adds there to
+//! behave like runc. `commands/` get them only from here: [`create()`] and [`exec::exec`] build,
+//! [`load`] and [`cgroup_manager`] open what is under `--root`, and [`late_hooks`] starts and
+//! deletes. The verbs that only change a container's state (`kill`, `pause`, `resume`, `ps`,
+//! `update`, `events`) call the loaded container or manager directly: libcontainer does those
+//! as runc does, so nothing is added for them.
 //!
 //! Each module's first lines name the libcontainer behaviour it covers, so this is the list of
 //! code that can go when libcontainer is fixed, with the test that fails when the cover is
@@ -29,6 +31,7 @@
 //!   `features` share.
 
 pub mod cgroups;
+pub mod container;
 pub mod create;
 pub mod creation;
 pub mod exec;
@@ -48,6 +51,7 @@ use std::path::Path;
 use libcontainer::oci_spec::runtime::Spec;
 
 pub use cgroups::Cgroups;
+pub use container::{cgroup_manager, load};
 pub use create::{Created, Init, create};
 
 /// What libcontainer would refuse only late, or without naming the thing, checked on the

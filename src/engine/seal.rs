@@ -2,7 +2,7 @@
 //! libcontainer 0.7 has none: it leaves this to the binary that embeds it (youki's own `main`
 //! seals itself with pentacle), so this stays when libcontainer is fixed.
 //!
-//! A process inside the container can reach the runtime's binary through /proc/<pid>/exe while
+//! A process inside the container can reach the runtime's binary through `/proc/<pid>/exe` while
 //! the runtime joins the container, and overwrite it on the host. The runtime must therefore run
 //! from a file that cannot be written. pentacle (and youki) copy the binary into a sealed memfd
 //! on every call, which costs ~10 ms for our binary (copy plus page faults on private pages).
