@@ -29,6 +29,14 @@ mkdir -p "$out"
 work=$(mktemp -d /tmp/cdirun-bench.XXXXXX)
 runtimes=(cdirun runc crun)
 declare -A bin=([cdirun]=$cdirun [runc]=$(command -v runc) [crun]=$(command -v crun))
+# Other cdirun builds to time in the same runs, one lever each:
+#   CDIRUN_VARIANTS="nopie=/tmp/cdirun-nopie ro=/mnt/ro/cdirun" benches/commands.sh
+variants=()
+for variant in ${CDIRUN_VARIANTS:-}; do
+  variants+=("${variant%%=*}")
+  bin[${variant%%=*}]=${variant#*=}
+done
+runtimes+=("${variants[@]}")
 
 # Every container id this script uses starts with "b-".
 cleanup() {
@@ -44,7 +52,7 @@ cleanup() {
   # Cgroups of a container whose create was cut short, in every mounted hierarchy.
   local mnt left
   for mnt in $(findmnt -n -l -t cgroup,cgroup2 -o TARGET); do
-    left=$(find "$mnt" -xdev -mindepth 1 -depth -type d \( -name b-run -o -name b-life -o -name b-long -o -name b-rss \) 2>/dev/null || true)
+    left=$(find "$mnt" -xdev -mindepth 1 -depth -type d \( -name b-run -o -name b-life -o -name 'b-long*' -o -name b-rss \) 2>/dev/null || true)
     [ -n "$left" ] || continue
     echo "removing cgroups left by an interrupted run: $left" >&2
     echo "$left" | xargs -r rmdir || true
@@ -56,12 +64,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
-# One bundle per runtime (crun and runc write nothing into it, cdirun may rewrite config.json).
+# One bundle per runtime (crun and runc write nothing into it, cdirun rewrites config.json), each
+# from one client config; the long-running containers below start from that config too, not
+# from a config.json cdirun has edited.
+"$cdirun" spec --bundle "$work"
+jq '.process.terminal = false | .process.args = ["/bin/true"] | del(.linux.cgroupsPath)' \
+  "$work/config.json" >"$work/client.json"
 for rt in "${runtimes[@]}"; do
   make_rootfs "$work/bundle-$rt/rootfs"
-  "$cdirun" spec --bundle "$work/bundle-$rt"
-  jq '.process.terminal = false | .process.args = ["/bin/true"] | del(.linux.cgroupsPath)' \
-    "$work/bundle-$rt/config.json" >"$work/c.json" && mv "$work/c.json" "$work/bundle-$rt/config.json"
+  cp "$work/client.json" "$work/bundle-$rt/config.json"
   mkdir -p "$work/root-$rt"
 done
 
@@ -92,19 +103,21 @@ bench lifecycle "${commands[@]}"
 for rt in "${runtimes[@]}"; do
   mkdir -p "$work/long-$rt"
   jq --arg rootfs "$work/bundle-$rt/rootfs" '.process.args = ["sleep", "3600"] | .root.path = $rootfs' \
-    "$work/bundle-$rt/config.json" >"$work/long-$rt/config.json"
-  $(cmd "$rt") run --detach --bundle "$work/long-$rt" b-long </dev/null >/dev/null
+    "$work/client.json" >"$work/long-$rt/config.json"
+  # An id of its own: cdirun builds share the node's cgroup ledger, which refuses a second
+  # container in the first one's cgroup.
+  $(cmd "$rt") run --detach --bundle "$work/long-$rt" "b-long-$rt" </dev/null >/dev/null
 done
 for verb in state list; do
   commands=()
   for rt in "${runtimes[@]}"; do
-    arg=$([ "$verb" = state ] && echo b-long || true)
+    arg=$([ "$verb" = state ] && echo "b-long-$rt" || true)
     commands+=(-n "$rt" "$(cmd "$rt") $verb $arg")
   done
   bench "$verb" "${commands[@]}"
 done
 commands=()
-for rt in "${runtimes[@]}"; do commands+=(-n "$rt" "$(cmd "$rt") exec b-long /bin/true"); done
+for rt in "${runtimes[@]}"; do commands+=(-n "$rt" "$(cmd "$rt") exec b-long-$rt /bin/true"); done
 bench exec "${commands[@]}"
 
 # Peak RSS of create (+ delete), from GNU time's maximum resident set size.
@@ -120,8 +133,10 @@ done | tee "$out/rss.txt"
 
 echo "== ratios (mean time of cdirun / other runtime; below 1 means cdirun is faster)"
 for name in run lifecycle state list exec; do
-  jq -r --arg name "$name" '
-    (.results | map({key: .command, value: .mean}) | from_entries) as $m
-    | "\($name): cdirun \($m.cdirun * 1000 | . * 10 | round / 10) ms, runc \($m.runc * 1000 | . * 10 | round / 10) ms, crun \($m.crun * 1000 | . * 10 | round / 10) ms; vs runc \($m.cdirun / $m.runc | . * 100 | round / 100), vs crun \($m.cdirun / $m.crun | . * 100 | round / 100)"' \
-    "$out/$name.json"
+  for ours in cdirun "${variants[@]}"; do
+    jq -r --arg name "$name" --arg ours "$ours" '
+      (.results | map({key: .command, value: .mean}) | from_entries) as $m
+      | "\($name): \($ours) \($m[$ours] * 1000 | . * 10 | round / 10) ms, runc \($m.runc * 1000 | . * 10 | round / 10) ms, crun \($m.crun * 1000 | . * 10 | round / 10) ms; vs runc \($m[$ours] / $m.runc | . * 100 | round / 100), vs crun \($m[$ours] / $m.crun | . * 100 | round / 100)"' \
+      "$out/$name.json"
+  done
 done | tee "$out/summary.txt"
