@@ -598,6 +598,87 @@ fn home_comes_from_the_image_passwd_or_is_the_root_dir() {
     rt.assert_gone(&id);
 }
 
+/// An image's NSS modules never run in the runtime's processes: libcontainer looks up a missing
+/// HOME with getpwuid in the container's init, where glibc follows the image's nsswitch.conf and
+/// loaded the module it names from the image before the exec, with cdirun's descriptors open.
+/// The module here (built with gcc) leaves a file in /dev/shm when it is loaded; HOME still
+/// comes from the image's /etc/passwd, for the init and for an exec.
+#[test]
+fn an_nss_module_in_the_image_never_loads_in_the_runtime() {
+    let rt = Runtime::new();
+    let show = [
+        "sh",
+        "-c",
+        "echo HOME=$HOME; cat /dev/shm/nss-loaded 2>/dev/null || echo no module",
+    ];
+    let bundle = Bundle::new(&["sleep", "60"]);
+    let rootfs = bundle.path().join("rootfs");
+    let source = bundle.path().join("nss_evil.c");
+    fs::write(
+        &source,
+        "#include <fcntl.h>\n#include <unistd.h>\n\
+         __attribute__((constructor)) static void loaded(void) {\n\
+         int fd = open(\"/dev/shm/nss-loaded\", O_WRONLY | O_CREAT | O_APPEND, 0644);\n\
+         if (fd >= 0) { write(fd, \"module loaded\\n\", 14); close(fd); }\n}\n",
+    )
+    .unwrap();
+    let multiarch = Command::new("gcc").arg("-print-multiarch").output();
+    let multiarch =
+        multiarch.expect("gcc is needed to build an NSS module (scripts/install-deps.sh)");
+    let multiarch = text(&multiarch.stdout).trim().to_owned();
+    for dir in [
+        "lib".to_owned(),
+        "lib64".to_owned(),
+        format!("lib/{multiarch}"),
+    ] {
+        let dir = rootfs.join(dir);
+        fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(dir.join("libnss_evil.so.2"))
+            .arg(&source)
+            .status()
+            .unwrap();
+        assert!(status.success(), "gcc failed");
+    }
+    fs::write(rootfs.join("etc/nsswitch.conf"), "passwd: evil files\n").unwrap();
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/home/u:/bin/sh\n",
+    )
+    .unwrap();
+
+    let id = unique_id("nss");
+    let run = bundle.path().join("run");
+    fs::create_dir_all(&run).unwrap();
+    let config: Value =
+        serde_json::from_slice(&fs::read(bundle.path().join("config.json")).unwrap()).unwrap();
+    let mut once = config.clone();
+    once["process"]["args"] = serde_json::json!(show);
+    once["root"]["path"] = Value::from(rootfs.to_str().unwrap());
+    fs::write(run.join("config.json"), once.to_string()).unwrap();
+    let out = rt.run(&["run", "--bundle", run.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HOME=/root\nno module\n");
+    rt.assert_gone(&id);
+
+    let id = unique_id("nss");
+    rt.started(&bundle, &id);
+    for (user, want) in [("1000", "HOME=/home/u\n"), ("4242", "HOME=/\n")] {
+        let mut args = vec!["exec", "--user", user, &id];
+        args.extend_from_slice(&show);
+        let out = rt.run(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!("{want}no module\n"),
+            "exec --user {user}"
+        );
+    }
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_gone(&id);
+}
+
 /// Socket-activation descriptors reach the container only when LISTEN_PID names cdirun itself,
 /// as with runc; a stale LISTEN_FDS in a caller's environment leaks nothing.
 #[test]
