@@ -32,7 +32,7 @@ pub fn explain(args: ExplainArgs, globals: &Globals) -> Result<()> {
     let claims = edit::apply_all(&mut spec, &ctx)
         .map_err(|(err, _)| anyhow!(err).context("create would fail"))?;
     // And the mount fix-ups the engine makes on the way to libcontainer: the diff below is what
-    // create would write into config.json, but for the placeholder HOME of engine::home.
+    // create would write into config.json.
     crate::engine::mounts::fix(&mut spec)
         .map_err(|err| anyhow!(err).context("create would fail"))?;
 

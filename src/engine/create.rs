@@ -13,7 +13,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::cgroups::Cgroups;
 use super::creation::pause_at;
-use super::{finish, home, hook_failure, hook_output, mounts};
+use super::{finish, hook_failure, hook_output, mounts};
 use crate::bundle;
 
 /// One container's init, as `create` and `run` ask for it.
@@ -47,7 +47,7 @@ pub fn create(
     cgroups: &Cgroups,
 ) -> Result<Created> {
     mounts::fix(&mut spec)?;
-    home::hold_place(&mut spec);
+    super::nss::files_only();
     let rootfs = rootfs_of(init.bundle, &spec);
     let mut finish = finish::Finish::prepare(&mut spec, &on_disk.source, &rootfs);
     let own_userns = has_user_namespace(&spec);

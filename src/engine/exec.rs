@@ -9,7 +9,7 @@
 //!   cgroup there and joined to it after (`Unmanaged`). Goes when libcontainer joins every
 //!   hierarchy.
 //! - Per-exec files it leaves in the state dir (`TenantFiles`). Goes when it removes them.
-//! - HOME looked up through glibc's NSS in the container (see [`super::home`]).
+//! - HOME looked up through the image's NSS modules (see [`super::nss`]).
 //! - A missing cwd, which its init reports only as a failed syscall (`missing_cwd`). Goes
 //!   when its error names the directory.
 
@@ -62,10 +62,9 @@ pub fn exec(tenant: &Tenant, container: &Container, spec: &Spec, process: &Value
         crate::rootless::fake_cgroup(&hierarchies, &path)
             .with_context(|| format!("cannot make cgroup {path} in the private cgroup tmpfs"))?;
     }
+    super::nss::files_only();
     let tenants = TenantFiles::lock(&container_dir)?;
-    let mut process = process.clone();
-    super::home::hold_place_in(&mut process);
-    let process_file = ProcessFile::write(&container_dir, &process)?;
+    let process_file = ProcessFile::write(&container_dir, process)?;
     // Read once for the stay and the join. Rootless, cdirun may not move itself: the process
     // is only placed after its start, and a failure to find where is a warning, as the join's.
     let unmanaged = match Unmanaged::of(container) {
@@ -103,8 +102,7 @@ pub fn exec(tenant: &Tenant, container: &Container, spec: &Spec, process: &Value
     }
     drop(process_file);
     tenants.remove();
-    let pid =
-        built.map_err(|err| missing_cwd(container, &process).unwrap_or_else(|| err.into()))?;
+    let pid = built.map_err(|err| missing_cwd(container, process).unwrap_or_else(|| err.into()))?;
     if let Some(unmanaged) = &unmanaged {
         if let Err(err) = unmanaged.join(&targets, pid) {
             tracing::warn!("{err:#}");

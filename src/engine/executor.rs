@@ -8,8 +8,8 @@
 //!
 //! For a created container it also keeps the startContainer hooks' stderr off the container's
 //! (see [`super::hook_output`]). For `exec` it also loads the container's seccomp filter, which
-//! libcontainer 0.7 leaves out (see [`seccomp_for_exec`]), and for every process without HOME it
-//! sets HOME as runc does (see [`super::home`]).
+//! libcontainer 0.7 leaves out (see [`seccomp_for_exec`]), and for every process it sets HOME as
+//! runc does when the uid has no home in the container's /etc/passwd.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -76,11 +76,10 @@ impl Executor for RuncExecutor {
         DefaultExecutor {}.exec(spec)
     }
 
-    /// Runs as the process's uid in the container's root: HOME's placeholder becomes the uid's
-    /// home in the container's /etc/passwd, or `/`, as with runc.
+    /// libcontainer has already filled in HOME from the container's /etc/passwd entry for the
+    /// uid; for a uid without one it leaves HOME unset, where runc sets `/`.
     fn setup_envs(&self, mut envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
-        let uid = nix::unistd::getuid().as_raw();
-        super::home::resolve(&mut envs, uid, Path::new("/etc/passwd"));
+        with_home(&mut envs);
         DefaultExecutor {}.setup_envs(envs)
     }
 
@@ -104,6 +103,14 @@ impl Executor for RuncExecutor {
             .find_map(|entry| entry.strip_prefix("PATH="))
             .unwrap_or("");
         look_path(command, path_var).map_err(ExecutorValidationError::ArgValidationError)
+    }
+}
+
+/// runc's fallback for a process without HOME (or with an empty one): `/`.
+fn with_home(envs: &mut HashMap<String, String>) {
+    let home = envs.entry("HOME".to_owned()).or_default();
+    if home.is_empty() {
+        *home = "/".to_owned();
     }
 }
 
@@ -151,6 +158,25 @@ mod tests {
         let path = dir.join(name);
         fs::write(&path, "#!/bin/sh\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn home_defaults_to_root_only_when_unset_or_empty() {
+        let cases = [
+            ("unset", None, "/"),
+            ("empty", Some(""), "/"),
+            ("from passwd or the client", Some("/home/u"), "/home/u"),
+        ];
+        for (name, before, want) in cases {
+            let mut envs: HashMap<String, String> = before
+                .map(|home| ("HOME".to_owned(), home.to_owned()))
+                .into_iter()
+                .collect();
+            envs.insert("PATH".into(), "/bin".into());
+            with_home(&mut envs);
+            assert_eq!(envs.get("HOME").map(String::as_str), Some(want), "{name}");
+            assert_eq!(envs.len(), 2, "{name}");
+        }
     }
 
     #[test]

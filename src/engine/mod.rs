@@ -15,8 +15,8 @@
 //! | [`finish`] | what runc does at create and libcontainer leaves out: loopback up, tmpfs modes, the `tmpcopyup` copy, read-only cgroup mounts | client_compat `loopback_is_up_in_a_new_network_namespace`, `tmpcopyup_fills_the_tmpfs_with_the_image_files`, `cgroup_mounts_get_their_options_and_limits_stay_out_of_reach` |
 //! | [`cgroups`] | the hierarchies it does not manage, `disableOOMKiller`, device rules under systemd on cgroup v2, a cgroup tree on a failed create | parity `a_private_cgroup_namespace_shows_root_in_every_hierarchy`, `runtime_hooks_run_in_the_runtimes_cgroup_and_the_container_sees_root`; lifecycle `disable_oom_killer_reaches_the_memory_cgroup`; slices `a_failed_create_removes_the_cgroups_a_hook_made_below_the_container`; the cgroupv2 VM suite's systemd device checks |
 //! | [`exec`] | the user namespace an exec cannot join, seccomp for execs, per-exec files left behind, a missing cwd | lifecycle `exec_into_a_container_with_its_own_user_namespace_is_refused`, `exec_runs_under_the_container_seccomp_filter`, `execs_leave_no_files_in_the_state_dir`; errors `exec_into_a_missing_cwd_names_the_directory` |
-//! | [`home`] | HOME looked up with `getpwuid` in the init, which loads the image's NSS modules before the exec | lifecycle `home_comes_from_the_image_passwd_or_is_the_root_dir` (an NSS module in the image must not load) |
-//! | [`executor`] | runc's check of the command | client_compat `missing_absolute_command_is_reported_in_runc_words`, `command_not_in_path_is_reported_in_runc_words` |
+//! | [`nss`] | HOME looked up with `getpwuid` in the init, which would load the image's NSS modules before the exec | lifecycle `an_nss_module_in_the_image_never_loads_in_the_runtime` |
+//! | [`executor`] | runc's check of the command and runc's HOME | client_compat `missing_absolute_command_is_reported_in_runc_words`, `command_not_in_path_is_reported_in_runc_words`; lifecycle `home_comes_from_the_image_passwd_or_is_the_root_dir` |
 //! | [`late_hooks`] | `poststart` and `poststop` failures as warnings, not the verb's error | parity `a_failing_poststart_hook_is_a_warning_and_the_container_runs`, `a_failing_poststop_hook_leaves_delete_succeeding` |
 //! | [`hook_failure`] | error lines naming the failed hook's stage, index and path | hooks `a_failed_create_runtime_hook_is_named_with_its_exit_status`, `a_failed_create_container_hook_is_named` |
 //! | [`hook_output`] | hooks' output kept off the container's streams | parity `hook_output_goes_to_the_log_and_never_to_the_container_streams` |
@@ -38,12 +38,12 @@ pub mod creation;
 pub mod exec;
 pub mod executor;
 pub mod finish;
-pub mod home;
 pub mod hook_failure;
 pub mod hook_output;
 pub mod hook_stage;
 pub mod late_hooks;
 pub mod mounts;
+pub mod nss;
 pub mod precheck;
 pub mod seal;
 pub mod seccomp;
