@@ -119,9 +119,15 @@ impl Created {
     /// go first.
     pub fn discard(mut self, cgroups: &Cgroups) {
         cgroups.remove_nested();
-        if let Err(err) = self.container.delete(true) {
-            tracing::warn!("cannot delete half-created container: {err}");
-        }
+        delete_half_created(&mut self.container);
+    }
+}
+
+/// Kills a built container's init and removes its state dir and cgroup; a failure only warns,
+/// as the create fails anyway.
+fn delete_half_created(container: &mut Container) {
+    if let Err(err) = container.delete(true) {
+        tracing::warn!("cannot delete half-created container: {err}");
     }
 }
 
@@ -138,9 +144,7 @@ fn build_in_scope(
     let built = save_and_build(init, on_disk, spec);
     match (built, stay.map(crate::cgroup::Stay::leave).transpose()) {
         (Ok(mut container), Err(err)) => {
-            if let Err(delete_err) = container.delete(true) {
-                tracing::warn!("cannot delete half-created container: {delete_err}");
-            }
+            delete_half_created(&mut container);
             Err(anyhow!(err).context("cannot return to cdirun's own cgroup"))
         }
         (built, left) => {

@@ -99,7 +99,7 @@ fn edit(
         anyhow!(err).context(format!("cannot prepare container {id:?}"))
     })?;
     if skip_cgroups {
-        if let Err(err) = rootless::unplaced(&mut spec, id) {
+        if let Err(err) = rootless::unplaced(hierarchies, &mut spec, id) {
             release(&claims, config);
             return Err(err.context(format!("cannot prepare container {id:?}")));
         }
@@ -154,7 +154,7 @@ impl Taken<'_> {
             rootless: globals.rootless,
         };
         let built = self
-            .engine_init(init, &config.state_dir, driver)
+            .engine_init(init, driver)
             .and_then(|engine_init| engine::create(&engine_init, self.on_disk, spec, &cgroups))
             .and_then(
                 |created| match record_created(&created, &placement, &record, self) {
@@ -178,7 +178,6 @@ impl Taken<'_> {
     fn engine_init<'a>(
         &'a self,
         init: &'a Init,
-        state_dir: &'a Path,
         driver: cgroup::Driver,
     ) -> Result<engine::Init<'a>> {
         Ok(engine::Init {
@@ -192,7 +191,7 @@ impl Taken<'_> {
             detach: init.detach,
             systemd: driver.is_systemd(),
             rootless: self.globals.rootless,
-            state_dir,
+            state_dir: &self.loaded.config.state_dir,
         })
     }
 

@@ -11,10 +11,11 @@ use crate::{cgroup, edit};
 
 /// Gives libcontainer an absolute cgroupsPath for a container cdirun does not place (see
 /// [`skip_cgroups`]) and, with the host's cgroups hidden, makes it in the private tmpfs.
-pub fn unplaced(spec: &mut Spec, id: &str) -> Result<()> {
+pub fn unplaced(hierarchies: &cgroup::Hierarchies, spec: &mut Spec, id: &str) -> Result<()> {
     let path = absolute_cgroups_path(spec, id)?;
     if crate::rootless::cgroups_hidden() {
-        fake_placement(&path)?;
+        crate::rootless::fake_cgroup(hierarchies, &path)
+            .with_context(|| format!("cannot make cgroup {path} in the private cgroup tmpfs"))?;
     }
     Ok(())
 }
@@ -67,13 +68,4 @@ fn absolute_cgroups_path(spec: &mut Spec, id: &str) -> Result<cgroup::CgroupPath
             }
         },
     )
-}
-
-/// Rootless with the host's cgroups hidden: makes the container's cgroup in the private
-/// tmpfs, where libcontainer's v1 manager will "place" the init.
-fn fake_placement(path: &cgroup::CgroupPath) -> Result<()> {
-    let hierarchies = cgroup::Hierarchies::discover()
-        .context("cannot read the cgroup mounts from /proc/self/mountinfo")?;
-    crate::rootless::fake_cgroup(&hierarchies, path)
-        .with_context(|| format!("cannot make cgroup {path} in the private cgroup tmpfs"))
 }
